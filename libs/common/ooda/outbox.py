@@ -1,0 +1,223 @@
+"""Transactional outbox: events are rows written with the change; a relay publishes them in order.
+
+The relay holds a transaction-scoped advisory lock while it publishes a batch, so only one relay
+per database publishes at a time and each application's events leave in commit order. A crash
+after publishing and before marking rows sent republishes them: delivery is at-least-once and
+every consumer deduplicates by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import SpanKind
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from ooda.db import OUTBOX_CHANNEL, Messaging, asyncpg_dsn
+from ooda.events import Event, Payload, encode
+from ooda.events.envelope import Headers
+from ooda.metrics import OUTBOX_BACKLOG, OUTBOX_DELAY, OUTBOX_PUBLISHED
+from ooda.telemetry import current_trace_headers, tracer
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK_ID = 0x00DA0001
+
+
+def pack_headers(headers: Headers) -> list[list[str]]:
+    """Kafka headers as JSON (values base64, so any bytes survive)."""
+    return [[k, base64.b64encode(v or b"").decode()] for k, v in headers]
+
+
+def unpack_headers(stored: list[list[str]]) -> Headers:
+    """Kafka headers back from their JSON form."""
+    return [(k, base64.b64decode(v)) for k, v in stored]
+
+
+class Outbox:
+    """Writes events into the outbox inside the caller's transaction."""
+
+    def __init__(self, messaging: Messaging, source: str, topic_prefix: str = "") -> None:
+        self.source = source
+        self.topic_prefix = topic_prefix  # lets tests and staging share one broker safely
+        self.row_class = messaging.outbox_row
+
+    def add(self, session: AsyncSession, payload: Payload, *, event_id: str | None = None) -> Event:
+        """Record an event to publish when (and only if) the session's transaction commits."""
+        event = Event.new(payload, source=self.source, **({"id": event_id} if event_id else {}))
+        with tracer.start_as_current_span(
+            f"{event.topic} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": event.topic,
+                "messaging.message.id": event.id,
+                "ooda.app": event.subject,
+            },
+        ):
+            trace_headers = current_trace_headers()
+        event = replace(
+            event,
+            traceparent=trace_headers.get("traceparent"),
+            tracestate=trace_headers.get("tracestate"),
+        )
+        key, headers, value = encode(event)
+        topic = self.topic_prefix + event.topic
+        self.add_record(session, topic, key, headers, value, event_id=event.id)
+        return event
+
+    def add_record(
+        self,
+        session: AsyncSession,
+        topic: str,
+        key: bytes | None,
+        headers: Headers,
+        value: bytes,
+        *,
+        event_id: str | None = None,
+    ) -> None:
+        """Record a raw Kafka record (used for dead letters, which keep the original bytes)."""
+        row = self.row_class()
+        row.topic, row.key, row.headers, row.value, row.event_id = (
+            topic,
+            key,
+            pack_headers(headers),
+            value,
+            event_id,
+        )
+        session.add(row)
+
+
+def new_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+    """An idempotent producer that waits for all in-sync replicas and batches briefly."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        request_timeout_ms=15000,
+    )
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows to Kafka in id order and marks them sent."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        messaging: Messaging,
+        producer: AIOKafkaProducer,
+        service: str,
+        *,
+        batch_size: int = 1000,
+        poll_seconds: float = 1.0,
+        keep_sent: timedelta = timedelta(hours=24),
+    ) -> None:
+        self.engine = engine
+        self.table = messaging.outbox
+        self.producer = producer
+        self.service = service
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.keep_sent = keep_sent
+        self._wake = asyncio.Event()
+        self._last_cleanup = datetime.min.replace(tzinfo=UTC)
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of unsent rows; returns how many were published."""
+        t = self.table
+        async with self.engine.begin() as conn:
+            locked = await conn.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)))
+            if not locked:
+                return 0
+            rows = (
+                await conn.execute(
+                    select(t.c.id, t.c.topic, t.c.key, t.c.headers, t.c.value, t.c.created_at)
+                    .where(t.c.sent_at.is_(None))
+                    .order_by(t.c.id)
+                    .limit(self.batch_size)
+                )
+            ).all()
+            if not rows:
+                OUTBOX_BACKLOG.labels(self.service).set(0)
+                return 0
+            pending = [
+                await self.producer.send(
+                    r.topic, value=r.value, key=r.key, headers=unpack_headers(r.headers)
+                )
+                for r in rows
+            ]
+            await asyncio.gather(*pending)
+            now = datetime.now(UTC)
+            await conn.execute(
+                update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=func.now())
+            )
+            backlog = await conn.scalar(
+                select(func.count()).select_from(t).where(t.c.sent_at.is_(None))
+            )
+        OUTBOX_BACKLOG.labels(self.service).set(backlog or 0)
+        for r in rows:
+            OUTBOX_PUBLISHED.labels(self.service, r.topic).inc()
+            OUTBOX_DELAY.labels(self.service).observe(
+                max(0.0, (now - r.created_at).total_seconds())
+            )
+        return len(rows)
+
+    async def drain(self) -> int:
+        """Publish until the outbox is empty (or another relay holds the lock)."""
+        total = 0
+        while n := await self.publish_batch():
+            total += n
+        return total
+
+    async def _cleanup(self) -> None:
+        now = datetime.now(UTC)
+        if now - self._last_cleanup < timedelta(minutes=5):
+            return
+        self._last_cleanup = now
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(self.table).where(self.table.c.sent_at < now - self.keep_sent)
+            )
+
+    async def run(self) -> None:
+        """Relay forever: woken by NOTIFY on commit, and polling as a fallback."""
+        listener = await self._listen()
+        try:
+            while True:
+                try:
+                    n = await self.publish_batch()
+                    if n < self.batch_size:
+                        await self._cleanup()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                        self._wake.clear()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("outbox relay failed; retrying")
+                    await asyncio.sleep(self.poll_seconds)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        url = self.engine.url.render_as_string(hide_password=False)
+        try:
+            conn = await asyncpg.connect(asyncpg_dsn(url))
+            await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+            return conn
+        except Exception:
+            log.warning("outbox relay cannot LISTEN; polling every %.1fs", self.poll_seconds)
+            return None

@@ -1,0 +1,235 @@
+"""What every service shares: the runtime (database, producer, relay, consumers), the app factory
+with `/healthz`, `/readyz`, `/metrics`, and the `run` entry point with its prestart step."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, PlainTextResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_fastapi_instrumentator import Instrumentator
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ooda.consumer import EventConsumer, Handler
+from ooda.db import Messaging, create_engine, session_factory
+from ooda.events.contracts import APP_ID_PATTERN
+from ooda.logging import setup_logging
+from ooda.migrations import current_revision, head_revision, wait_and_upgrade
+from ooda.outbox import Outbox, OutboxRelay, new_producer
+from ooda.settings import ServiceSettings, load_settings
+from ooda.telemetry import setup_tracing
+
+log = logging.getLogger(__name__)
+
+AppIdPath = Annotated[str, PathParam(pattern=APP_ID_PATTERN, max_length=128)]
+
+
+@dataclass
+class Subscription:
+    """Which topics a service consumes and which handler each event type goes to."""
+
+    topics: Sequence[str]
+    handlers: dict[str, Handler]
+    group_id: str | None = None
+
+
+@dataclass
+class Runtime:
+    """The live collaborators of one service, built in the lifespan and kept on `app.state`."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    messaging: Messaging
+    outbox: Outbox
+    producer: AIOKafkaProducer
+    migrations_dir: Path
+    relay: OutboxRelay | None = None
+    consumers: list[EventConsumer] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    kafka_started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _supervise(name: str, job: Callable[[], Awaitable[None]], delay: float = 1.0) -> None:
+    """Run `job` forever, restarting it after a failure instead of letting the service die."""
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s crashed; restarting in %.1fs", name, delay)
+            await asyncio.sleep(delay)
+
+
+async def _start_kafka(rt: Runtime) -> None:
+    while True:
+        try:
+            await rt.producer.start()
+            rt.kafka_started.set()
+            return
+        except Exception as exc:
+            log.warning("Kafka not reachable yet (%s); retrying", exc)
+            await asyncio.sleep(2.0)
+
+
+async def _run_relay(rt: Runtime) -> None:
+    await rt.kafka_started.wait()
+    assert rt.relay is not None
+    await rt.relay.run()
+
+
+def _consumer_job(rt: Runtime, consumer: EventConsumer) -> Callable[[], Awaitable[None]]:
+    async def job() -> None:
+        try:
+            await consumer.run()
+        finally:
+            await consumer.stop()
+
+    return job
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings,
+    title: str,
+    description: str,
+    messaging: Messaging,
+    migrations_dir: Path,
+    routers: Sequence[APIRouter] = (),
+    subscriptions: Callable[[Runtime], Sequence[Subscription]] = lambda rt: (),
+    on_start: Callable[[Runtime], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """A FastAPI app for one service, with the runtime started and stopped by its lifespan."""
+    name = settings.service_name
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_tracing(name, settings.trace_exporter)
+        engine = create_engine(settings.database_url)
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+        outbox = Outbox(messaging, source=f"/ooda/{name}")
+        producer = new_producer(settings.kafka_bootstrap, client_id=f"ooda-{name}")
+        rt = Runtime(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            messaging=messaging,
+            outbox=outbox,
+            producer=producer,
+            migrations_dir=migrations_dir,
+        )
+        rt.relay = OutboxRelay(
+            engine, messaging, producer, name, poll_seconds=settings.outbox_poll_seconds
+        )
+        for sub in subscriptions(rt):
+            rt.consumers.append(
+                EventConsumer(
+                    service=name,
+                    group_id=sub.group_id or f"ooda-{name}",
+                    topics=sub.topics,
+                    handlers=sub.handlers,
+                    sessions=rt.sessions,
+                    messaging=messaging,
+                    outbox=outbox,
+                    bootstrap=settings.kafka_bootstrap,
+                    max_attempts=settings.consumer_max_attempts,
+                )
+            )
+        app.state.runtime = rt
+        rt.tasks.append(asyncio.create_task(_start_kafka(rt)))
+        rt.tasks.append(asyncio.create_task(_supervise("outbox relay", lambda: _run_relay(rt))))
+        for consumer in rt.consumers:
+            rt.tasks.append(
+                asyncio.create_task(
+                    _supervise(f"consumer {consumer.group_id}", _consumer_job(rt, consumer))
+                )
+            )
+        if on_start is not None:
+            await on_start(rt)
+        try:
+            yield
+        finally:
+            for task in rt.tasks:
+                task.cancel()
+            for task in rt.tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            await engine.dispose()
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.migrations_head = head_revision(migrations_dir)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": name}
+
+    @app.get("/readyz", tags=["operations"], summary="Database migrated and Kafka reachable")
+    async def readyz(request: Request) -> JSONResponse:
+        rt: Runtime = request.app.state.runtime
+        checks: dict[str, str] = {}
+        try:
+            revision = await asyncio.wait_for(current_revision(rt.engine), 3)
+            head = request.app.state.migrations_head
+            checks["database"] = (
+                "ok" if revision == head else f"at revision {revision}, expected {head}"
+            )
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+        try:
+            if not rt.kafka_started.is_set():
+                raise ConnectionError("producer not connected yet")
+            await asyncio.wait_for(rt.producer.client.fetch_all_metadata(), 3)
+            checks["kafka"] = "ok"
+        except Exception as exc:
+            checks["kafka"] = f"unreachable: {type(exc).__name__}: {exc}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    HTTPXClientInstrumentor().instrument()
+    return app
+
+
+def run_service(
+    settings_cls: type[ServiceSettings],
+    app_factory: Callable[[ServiceSettings], FastAPI],
+    migrations_dir: Path,
+) -> None:
+    """Entry point of a service: read settings, wait for the database and migrate, then serve."""
+    settings = load_settings(settings_cls)
+    setup_logging(settings.service_name, settings.log_level)
+    asyncio.run(wait_and_upgrade(migrations_dir, settings.database_url))
+    uvicorn.run(
+        app_factory(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

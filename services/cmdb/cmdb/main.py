@@ -1,0 +1,31 @@
+"""The cmdb service: its app factory and its entry point (`ooda-cmdb`)."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from ooda.service import create_service_app, run_service
+from ooda.settings import ServiceSettings
+
+from cmdb.config import Settings
+from cmdb.store import messaging
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """The cmdb HTTP API with its consumers and outbox relay."""
+    return create_service_app(
+        settings=settings,
+        title="OODA CMDB",
+        description=(
+            "The source of truth: zones, pools, hosts, applications and their declared specs,"
+            " instances and relations, with the history of every item."
+        ),
+        messaging=messaging,
+        migrations_dir=MIGRATIONS,
+    )
+
+
+def run() -> None:
+    """Migrate the database, then serve."""
+    run_service(Settings, create_app, MIGRATIONS)

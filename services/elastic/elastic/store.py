@@ -1,0 +1,6 @@
+"""Tables of the elastic service's own database."""
+
+from ooda.db import Messaging, new_metadata
+
+metadata = new_metadata()
+messaging = Messaging(metadata)

@@ -1,0 +1,13 @@
+"""Settings of the monitor service, read from `MONITOR_*` and `OODA_*` environment variables."""
+
+from ooda.settings import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class Settings(ServiceSettings):
+    """Environment of the monitor service."""
+
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore")
+
+    service_name: str = "monitor"
+    port: int = 8003
