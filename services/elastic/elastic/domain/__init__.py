@@ -1,0 +1,71 @@
+"""Elastic's rules as plain values and functions: no database, no HTTP, no Kafka, no clock."""
+
+from elastic.domain.budget import (
+    BudgetUsage,
+    Period,
+    ReplicaSample,
+    TeamBudget,
+    UsageTimeline,
+    period_bounds,
+    used_replica_hours,
+)
+from elastic.domain.capacity import (
+    HostCapacity,
+    InstanceRequest,
+    Placement,
+    Quota,
+    SpreadRule,
+    place,
+    zone_slots,
+)
+from elastic.domain.migration import (
+    AppRequirement,
+    Batch,
+    MigrationPlan,
+    Move,
+    PlacedInstance,
+    Scope,
+    Unmoved,
+    plan_migration,
+)
+from elastic.domain.policy import (
+    Clip,
+    CurrentState,
+    Decision,
+    Outcome,
+    Rule,
+    ScalingPolicy,
+    apply_policy,
+)
+
+__all__ = [
+    "AppRequirement",
+    "Batch",
+    "BudgetUsage",
+    "Clip",
+    "CurrentState",
+    "Decision",
+    "HostCapacity",
+    "InstanceRequest",
+    "MigrationPlan",
+    "Move",
+    "Outcome",
+    "Period",
+    "PlacedInstance",
+    "Placement",
+    "Quota",
+    "ReplicaSample",
+    "Rule",
+    "ScalingPolicy",
+    "Scope",
+    "SpreadRule",
+    "TeamBudget",
+    "Unmoved",
+    "UsageTimeline",
+    "apply_policy",
+    "period_bounds",
+    "place",
+    "plan_migration",
+    "used_replica_hours",
+    "zone_slots",
+]
