@@ -1,0 +1,143 @@
+"""Turning one target's exposition into capped samples, and the record of each scrape."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from prometheus_client.parser import text_string_to_metric_families
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+"""A series: metric name and its labels sorted by name."""
+
+DEFAULT_SERIES_LIMIT = 5_000
+_SHOWN_LINE_CHARS = 200
+# The prometheus-client parser reports bad input as ValueError, but a few malformed lines
+# surface as other built-in errors from its string handling.
+_PARSER_ERRORS = (ValueError, IndexError, KeyError, TypeError)
+
+
+class ExpositionError(ValueError):
+    """A target served text that is not the Prometheus exposition format."""
+
+    def __init__(self, reason: str, line_number: int | None = None, line: str | None = None):
+        self.reason = reason
+        self.line_number = line_number
+        self.line = line
+        if line_number is None:
+            super().__init__(f"malformed exposition: {reason}")
+        else:
+            shown = (line or "")[:_SHOWN_LINE_CHARS]
+            super().__init__(f"malformed exposition at line {line_number}: {reason}: {shown!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    """The samples kept from one exposition, and how many series the cap dropped."""
+
+    samples: dict[SeriesKey, float]
+    dropped: int
+
+
+def parse_exposition(text: str, series_limit: int = DEFAULT_SERIES_LIMIT) -> Exposition:
+    """Parse Prometheus text format, keeping at most `series_limit` series and counting the rest."""
+    # The parser holds one metric family at a time besides the text itself, so memory is bounded
+    # by the body size the scraper accepts plus the cap.
+    samples: dict[SeriesKey, float] = {}
+    dropped = 0
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if len(samples) < series_limit or key in samples:
+                    samples[key] = float(sample.value)
+                else:
+                    dropped += 1
+    except _PARSER_ERRORS as exc:
+        raise _locate_error(text, exc) from exc
+    return Exposition(samples, dropped)
+
+
+def _locate_error(text: str, exc: Exception) -> ExpositionError:
+    """Find the first line the parser rejects on its own, to name it in the error."""
+    # Lines of the text format parse independently, so re-parsing line by line (only on the
+    # failure path) finds the culprit without reaching into the parser's private helpers.
+    for number, line in enumerate(text.split("\n"), start=1):
+        try:
+            for _ in text_string_to_metric_families(line):
+                pass
+        except _PARSER_ERRORS as line_exc:
+            return ExpositionError(str(line_exc) or "not a valid sample or comment", number, line)
+    return ExpositionError(str(exc) or type(exc).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One instance endpoint to scrape, as discovered from the CMDB."""
+
+    app_id: str
+    instance_id: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One instance's samples as of one scrape."""
+
+    instance_id: str
+    at: datetime
+    samples: Mapping[SeriesKey, float]
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeResult:
+    """What one scrape of one target gave: health for the record, samples when it was up."""
+
+    target: Target
+    started_at: datetime
+    duration_s: float
+    up: bool
+    last_error: str | None
+    series: int
+    dropped: int
+    snapshot: Snapshot | None
+
+
+def record_scrape(
+    target: Target,
+    started_at: datetime,
+    duration_s: float,
+    body: str,
+    series_limit: int = DEFAULT_SERIES_LIMIT,
+) -> ScrapeResult:
+    """Parse a fetched body into an up result, or a down result carrying the parse error."""
+    try:
+        exposition = parse_exposition(body, series_limit)
+    except ExpositionError as exc:
+        return scrape_failed(target, started_at, duration_s, str(exc))
+    snapshot = Snapshot(target.instance_id, started_at, exposition.samples)
+    return ScrapeResult(
+        target=target,
+        started_at=started_at,
+        duration_s=duration_s,
+        up=True,
+        last_error=None,
+        series=len(exposition.samples),
+        dropped=exposition.dropped,
+        snapshot=snapshot,
+    )
+
+
+def scrape_failed(
+    target: Target, started_at: datetime, duration_s: float, error: str
+) -> ScrapeResult:
+    """A down result for a target that timed out, refused, answered badly or served garbage."""
+    return ScrapeResult(
+        target=target,
+        started_at=started_at,
+        duration_s=duration_s,
+        up=False,
+        last_error=error,
+        series=0,
+        dropped=0,
+        snapshot=None,
+    )
