@@ -123,7 +123,7 @@ def create_service_app(
         setup_tracing(name, settings.trace_exporter)
         engine = create_engine(settings.database_url)
         SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
-        outbox = Outbox(messaging, source=f"/ooda/{name}")
+        outbox = Outbox(messaging, source=f"/ooda/{name}", topic_prefix=settings.topic_prefix)
         producer = new_producer(settings.kafka_bootstrap, client_id=f"ooda-{name}")
         rt = Runtime(
             settings=settings,
@@ -141,8 +141,8 @@ def create_service_app(
             rt.consumers.append(
                 EventConsumer(
                     service=name,
-                    group_id=sub.group_id or f"ooda-{name}",
-                    topics=sub.topics,
+                    group_id=settings.topic_prefix + (sub.group_id or f"ooda-{name}"),
+                    topics=[settings.topic_prefix + topic for topic in sub.topics],
                     handlers=sub.handlers,
                     sessions=rt.sessions,
                     messaging=messaging,

@@ -33,6 +33,11 @@ class ServiceSettings(BaseSettings):
     trace_exporter: Literal["none", "console"] = Field(
         "none", validation_alias=shared("OODA_TRACE_EXPORTER")
     )
+    topic_prefix: str = Field(
+        "",
+        validation_alias=shared("OODA_TOPIC_PREFIX"),
+        description="prefix of every topic and consumer group (isolated test or staging runs)",
+    )
     outbox_poll_seconds: float = Field(1.0, gt=0)
     consumer_max_attempts: int = Field(4, ge=1)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ class Infra:
     database_urls: dict[str, str]
     auth_secret: str
     origin: str
+    admin_url: str | None = None
     _cleanup: list[contextlib.AbstractContextManager[object]] = field(default_factory=list)
 
     def database_url(self, name: str) -> str:
@@ -61,7 +64,7 @@ def _from_mapping(env: dict[str, str], origin: str) -> Infra | None:
     if not bootstrap or "ooda_test" not in urls:
         return None
     secret = env.get("OODA_AUTH_SECRET") or uuid.uuid4().hex * 2
-    return Infra(bootstrap, urls, secret, origin)
+    return Infra(bootstrap, urls, secret, origin, env.get("OODA_PG_ADMIN_URL"))
 
 
 def _docker_answers() -> bool:
@@ -83,7 +86,7 @@ def _from_testcontainers() -> Infra:
     pg.start()
     url = pg.get_connection_url()
     urls = {name: url for name in (*SERVICES, "ooda_test")}
-    infra = Infra(kafka.get_bootstrap_server(), urls, uuid.uuid4().hex * 2, "testcontainers")
+    infra = Infra(kafka.get_bootstrap_server(), urls, uuid.uuid4().hex * 2, "testcontainers", url)
     infra._cleanup += [kafka, pg]
     return infra
 
@@ -129,3 +132,103 @@ def infra() -> Iterator[Infra]:
 def unique(prefix: str) -> str:
     """A name no other test uses (tests make data unique instead of cleaning up)."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def create_database(infra: Infra, service: str) -> str:
+    """A new, empty database owned by the service's role; returns its SQLAlchemy URL."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(infra.database_url(service))
+    name = f"{service}_{uuid.uuid4().hex[:10]}"
+    admin_url = infra.admin_url or infra.database_url(service)
+    conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" OWNER "{base.username}"')
+    finally:
+        await conn.close()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+async def create_topics(infra: Infra, prefix: str, partitions: int = 3) -> None:
+    """Every catalog topic and its dead-letter topic, under `prefix`."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from ooda.events.contracts import topics
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(prefix + t, partitions, 1) for t in topics()])
+    finally:
+        await admin.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    """One service running as a real process (`ooda-<name>`), as `make up` runs it."""
+
+    name: str
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the service's HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the process (migrations run first, as in production)."""
+        exe = Path(sys.executable).parent / f"ooda-{self.name}"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [str(exe)], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until `/readyz` answers 200; fail with the log tail otherwise."""
+        import asyncio
+
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while loop.time() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    break
+                try:
+                    if (await client.get(self.url + "/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{self.name} not ready after {timeout_s}s; log tail:\n{tail}")
+
+    def kill(self) -> None:
+        """SIGKILL: the crash that must lose nothing and repeat nothing."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()

@@ -3,10 +3,10 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from ooda.service import AppIdPath as AppId
-from ooda.service import Runtime
 
 from decision.views import LoadPoint, recent_load
+from ooda.service import AppIdPath as AppId
+from ooda.service import Runtime
 
 router = APIRouter(prefix="/v1", tags=["load"])
 

@@ -4,11 +4,10 @@ Offsets are committed only after the database transaction that applied the event
 its id in the inbox (`ooda.consumer.EventConsumer`), so a redelivery changes nothing.
 """
 
+from decision.handlers import remember_observation
 from ooda.events import spec_for_payload
 from ooda.events.contracts import MetricObserved
 from ooda.service import Runtime, Subscription
-
-from decision.handlers import remember_observation
 
 
 def subscriptions(rt: Runtime) -> list[Subscription]:

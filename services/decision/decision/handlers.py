@@ -1,11 +1,11 @@
 """Use cases of the decision center, one async function each."""
 
-from ooda.events import Event, MetricObserved
-from ooda.telemetry import trace_id_of
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from decision.store import load_history
+from ooda.events import Event, MetricObserved
+from ooda.telemetry import trace_id_of
 
 
 async def remember_observation(session: AsyncSession, event: Event) -> None:

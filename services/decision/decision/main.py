@@ -3,13 +3,13 @@
 from pathlib import Path
 
 from fastapi import FastAPI
-from ooda.service import create_service_app, run_service
-from ooda.settings import ServiceSettings
 
 from decision.api import router
 from decision.config import Settings
 from decision.consumer import subscriptions
 from decision.store import messaging
+from ooda.service import create_service_app, run_service
+from ooda.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -20,8 +20,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         settings=settings,
         title="OODA decision center",
         description=(
-            "Forecasts each application's load and decides how many instances it needs, and "
-            "why."
+            "Forecasts each application's load and decides how many instances it needs, and why."
         ),
         messaging=messaging,
         migrations_dir=MIGRATIONS,

@@ -1,6 +1,5 @@
 """Tables of the decision center's own database."""
 
-from ooda.db import Messaging, new_metadata
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -13,6 +12,8 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
+
+from ooda.db import Messaging, new_metadata
 
 metadata = new_metadata()
 messaging = Messaging(metadata)

@@ -4,12 +4,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from ooda.auth import Actor, requires
-from ooda.service import AppIdPath as AppId
-from ooda.service import Runtime
 
 from monitor.handlers import record_observation
 from monitor.schemas import ObservationIn, ObservationOut
+from ooda.auth import Actor, requires
+from ooda.service import AppIdPath as AppId
+from ooda.service import Runtime
 
 router = APIRouter(prefix="/v1", tags=["observations"])
 

@@ -2,13 +2,13 @@
 
 from datetime import UTC, datetime
 
-from ooda.events import MetricObserved
-from ooda.outbox import Outbox
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from monitor.schemas import ObservationIn, ObservationOut
 from monitor.store import rollups
+from ooda.events import MetricObserved
+from ooda.outbox import Outbox
 
 
 async def record_observation(

@@ -3,12 +3,12 @@
 from pathlib import Path
 
 from fastapi import FastAPI
-from ooda.service import create_service_app, run_service
-from ooda.settings import ServiceSettings
 
 from monitor.api import router
 from monitor.config import Settings
 from monitor.store import messaging
+from ooda.service import create_service_app, run_service
+from ooda.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -2,8 +2,9 @@
 
 from datetime import datetime
 
-from ooda.events.contracts import MetricValues
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ooda.events.contracts import MetricValues
 
 
 class ObservationIn(BaseModel):

@@ -1,6 +1,5 @@
 """Tables of the monitor's own database."""
 
-from ooda.db import Messaging, new_metadata
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -12,6 +11,8 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
+
+from ooda.db import Messaging, new_metadata
 
 metadata = new_metadata()
 messaging = Messaging(metadata)

@@ -9,11 +9,6 @@ from dataclasses import dataclass
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from ooda.db import Messaging, new_metadata, session_factory
-from ooda.events import CATALOG
-from ooda.migrations import create_messaging_v1, in_context
-from ooda.outbox import Outbox, OutboxRelay, new_producer
-from ooda.testing import Infra, unique
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -21,6 +16,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from ooda.db import Messaging, new_metadata, session_factory
+from ooda.events import CATALOG
+from ooda.migrations import create_messaging_v1, in_context
+from ooda.outbox import Outbox, OutboxRelay, new_producer
+from ooda.testing import Infra, unique
 
 
 @dataclass

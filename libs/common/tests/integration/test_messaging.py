@@ -10,17 +10,18 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from ooda.consumer import EventConsumer
 from ooda.events import CATALOG, Event, MetricObserved, decode, encode
 from ooda.examples import example_payloads
 from ooda.outbox import OutboxRelay
 from ooda.telemetry import add_span_processor, setup_tracing, tracer
 from ooda.testing import Infra, unique
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
-from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from .conftest import Store, outbox_for, read_topic, relay_for, until
 
@@ -169,6 +170,10 @@ async def test_a_duplicate_delivery_changes_nothing(
     assert [(r.event_id, r.outcome) for r in inbox] == [(event.id, "handled")]
 
 
+async def _has_effects(store: Store, app: str, n: int) -> bool:
+    return await count_effects(store, app) >= n
+
+
 async def _committed(consumer: EventConsumer, topic: str, offset: int) -> bool:
     from aiokafka import TopicPartition
 
@@ -296,7 +301,7 @@ async def test_one_trace_spans_the_produce_consume_hop(
     consumer = consumer_for(store, infra, prefix, recording_handler(store))
     task = await running(consumer)
     try:
-        await until(lambda: _committed(consumer, prefix + "metric-observed", 1))
+        await until(lambda: _has_effects(store, app, 1))
     finally:
         await stop(task, consumer)
     trace_id = root.get_span_context().trace_id

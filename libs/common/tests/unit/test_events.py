@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
+
 from ooda.events import CATALOG, DecodeError, Event, MetricObserved, decode, encode, spec_for_type
 from ooda.events.contracts import topics
 from ooda.events.envelope import UnknownEventType

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
-from ooda.auth import Actor, issue_token, requires, verify_token
-from ooda.settings import ServiceSettings, load_settings
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
+
+from ooda.auth import Actor, issue_token, requires, verify_token
+from ooda.settings import ServiceSettings, load_settings
 
 pytestmark = pytest.mark.unit
 SECRET = "s" * 40

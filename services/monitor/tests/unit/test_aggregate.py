@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from monitor.domain import Metric, Snapshot, aggregate_app, parse_exposition
 from ooda.events import MetricObserved
 

@@ -5,6 +5,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from monitor.domain import (
     AlertEvent,
     AlertRaised,

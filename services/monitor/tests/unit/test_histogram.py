@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from monitor.domain import Histogram, merge
 
 pytestmark = pytest.mark.unit

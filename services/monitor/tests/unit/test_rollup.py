@@ -4,6 +4,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from monitor.domain import (
     DEFAULT_RETENTION,
     AppRollup,

@@ -1,0 +1,44 @@
+# OODA: every routine command is one target calling a real tool.
+.PHONY: help venv up down status demo test unit lint typecheck bench contracts evaluate clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+venv:  ## create or update .venv from uv.lock (and the AsyncAPI checker)
+	tools/bootstrap.sh
+
+up: venv  ## start Kafka, PostgreSQL and the five services (safe to run twice)
+	deploy/local/ooda-local up
+
+down:  ## stop exactly what `make up` started
+	deploy/local/ooda-local down
+
+status:  ## show what runs where
+	deploy/local/ooda-local status
+
+demo: up  ## start the platform and show an event travelling through it
+	.venv/bin/python examples/first_event.py
+
+test:  ## set up everything, then lint, type-check and run every test on real Kafka and PostgreSQL
+	tools/test.sh
+
+unit: venv  ## the fast tests only (no infrastructure)
+	.venv/bin/python -m pytest -p no:cacheprovider -m unit
+
+lint: venv  ## ruff
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+typecheck: venv  ## mypy
+	.venv/bin/mypy libs/common/ooda services/cmdb/cmdb services/pipeline/pipeline services/monitor/monitor services/elastic/elastic services/decision/decision
+
+bench: venv  ## benchmarks, each beside a baseline measured in the same run
+	deploy/local/ooda-local infra-up
+	.venv/bin/python bench/events.py
+	.venv/bin/python bench/monitor_parse.py
+
+contracts: venv  ## regenerate the event catalogue (AsyncAPI + JSON Schemas) in docs/events
+	.venv/bin/ooda-contracts asyncapi > docs/events/asyncapi.yaml
+	.venv/bin/ooda-contracts schemas docs/events/schemas
+
+clean: down  ## stop everything and delete local state (.local)
+	rm -rf .local
