@@ -14,8 +14,9 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from monitor.domain import Snapshot, Target, aggregate_app, record_scrape
 from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.domain import Snapshot, Target, aggregate_app, record_scrape
 
 INTERVAL = timedelta(seconds=5)
 METHODS = ("GET", "POST")

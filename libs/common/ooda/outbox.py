@@ -162,8 +162,12 @@ class OutboxRelay:
             await conn.execute(
                 update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=func.now())
             )
-            backlog = await conn.scalar(
-                select(func.count()).select_from(t).where(t.c.sent_at.is_(None))
+            backlog = (
+                0
+                if len(rows) < self.batch_size
+                else await conn.scalar(
+                    select(func.count()).select_from(t).where(t.c.sent_at.is_(None))
+                )
             )
         OUTBOX_BACKLOG.labels(self.service).set(backlog or 0)
         for r in rows:

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ooda.consumer import EventConsumer, Handler
+from ooda.consumer import BatchHandler, EventConsumer, Handler
 from ooda.db import Messaging, create_engine, session_factory
 from ooda.events.contracts import APP_ID_PATTERN
 from ooda.logging import setup_logging
@@ -43,7 +43,7 @@ class Subscription:
     """Which topics a service consumes and which handler each event type goes to."""
 
     topics: Sequence[str]
-    handlers: dict[str, Handler]
+    handlers: dict[str, Handler | BatchHandler]
     group_id: str | None = None
 
 
