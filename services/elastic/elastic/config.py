@@ -1,7 +1,8 @@
 """Settings of the elastic service, read from `ELASTIC_*` and `OODA_*` environment variables."""
 
-from ooda.settings import ServiceSettings
 from pydantic_settings import SettingsConfigDict
+
+from ooda.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 from fastapi import FastAPI
-from ooda.service import create_service_app, run_service
-from ooda.settings import ServiceSettings
 
 from elastic.config import Settings
 from elastic.store import messaging
+from ooda.service import create_service_app, run_service
+from ooda.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -1,7 +1,8 @@
 """Settings of the pipeline service, read from `PIPELINE_*` and `OODA_*` environment variables."""
 
-from ooda.settings import ServiceSettings
 from pydantic_settings import SettingsConfigDict
+
+from ooda.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from fastapi import FastAPI
+
 from ooda.service import create_service_app, run_service
 from ooda.settings import ServiceSettings
-
 from pipeline.config import Settings
 from pipeline.store import messaging
 

@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from cmdb.domain import (
     FieldChange,
     InverseOperation,
@@ -15,7 +17,6 @@ from cmdb.domain import (
     state_as_of,
     states_as_of,
 )
-from pydantic import ValidationError
 
 pytestmark = pytest.mark.unit
 

@@ -3,6 +3,8 @@
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
+
 from cmdb.domain import (
     ApplicationSpec,
     AttributeSchema,
@@ -19,7 +21,6 @@ from cmdb.domain import (
     parse_item,
     references,
 )
-from pydantic import ValidationError
 
 pytestmark = pytest.mark.unit
 

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from cmdb.domain import (
     ApplicationSpec,
     Instance,

@@ -1,6 +1,7 @@
 """Label selectors: Kubernetes syntax, matching rules, and parse errors that point at the fault."""
 
 import pytest
+
 from cmdb.domain import Operator, Requirement, SelectorError, parse_selector
 
 pytestmark = pytest.mark.unit

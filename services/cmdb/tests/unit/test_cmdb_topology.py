@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import pytest
+
 from cmdb.domain import (
     ApplicationSpec,
     FailureScope,

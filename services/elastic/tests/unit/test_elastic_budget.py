@@ -3,6 +3,8 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
+
 from elastic.domain import (
     BudgetUsage,
     ReplicaSample,
@@ -11,7 +13,6 @@ from elastic.domain import (
     period_bounds,
     used_replica_hours,
 )
-from pydantic import ValidationError
 
 pytestmark = pytest.mark.unit
 

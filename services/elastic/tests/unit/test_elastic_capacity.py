@@ -1,6 +1,7 @@
 """Capacity: free slots per zone from hosts and quotas, and placement under a zone spread rule."""
 
 import pytest
+
 from elastic.domain import HostCapacity, InstanceRequest, Quota, SpreadRule, place, zone_slots
 
 pytestmark = pytest.mark.unit

@@ -1,6 +1,7 @@
 """Batch migration: evacuating a zone or pool in batches within capacity, keeping apps available."""
 
 import pytest
+
 from elastic.domain import (
     AppRequirement,
     HostCapacity,

@@ -3,6 +3,8 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
+
 from elastic.domain import (
     BudgetUsage,
     Clip,
@@ -13,7 +15,6 @@ from elastic.domain import (
     TeamBudget,
     apply_policy,
 )
-from pydantic import ValidationError
 
 pytestmark = pytest.mark.unit
 

@@ -6,6 +6,7 @@ Create Date: 2026-11-30
 """
 
 from alembic import op
+
 from ooda.migrations import create_messaging_v1, drop_messaging_v1
 
 revision = "20261130_0001"

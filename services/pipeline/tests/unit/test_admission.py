@@ -4,6 +4,7 @@ from datetime import UTC, datetime, time, timedelta, timezone
 from itertools import count
 
 import pytest
+
 from pipeline.domain import (
     Batch,
     Cause,

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 
 import pytest
+
 from pipeline.domain import (
     AbortRequested,
     Batch,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from itertools import count, cycle
 
 import pytest
+
 from pipeline.domain import (
     Batch,
     BatchSpec,
