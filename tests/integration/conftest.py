@@ -17,6 +17,7 @@ from ooda.testing import (
     ServiceProcess,
     create_database,
     create_topics,
+    delete_topics,
     free_port,
     unique,
 )
@@ -69,6 +70,7 @@ async def platform(
     finally:
         for proc in services.values():
             proc.stop()
+        await delete_topics(infra, prefix)
 
 
 @pytest.fixture

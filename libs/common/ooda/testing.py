@@ -164,6 +164,20 @@ async def create_topics(infra: Infra, prefix: str, partitions: int = 3) -> None:
         await admin.close()
 
 
+async def delete_topics(infra: Infra, prefix: str) -> None:
+    """Delete the topics `create_topics` made under `prefix` (tests tidy the shared broker)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from ooda.events.contracts import topics
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([prefix + t for t in topics()])
+    finally:
+        await admin.close()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket

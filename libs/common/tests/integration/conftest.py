@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,10 +17,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ooda.db import Messaging, new_metadata, session_factory
-from ooda.events import CATALOG
 from ooda.migrations import create_messaging_v1, in_context
 from ooda.outbox import Outbox, OutboxRelay, new_producer
-from ooda.testing import Infra, unique
+from ooda.testing import Infra, create_topics, delete_topics, unique
 
 
 @dataclass
@@ -66,17 +64,12 @@ async def store(infra: Infra) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def prefix(infra: Infra) -> str:
+async def prefix(infra: Infra) -> AsyncIterator[str]:
     """A unique topic prefix, with every catalog topic and its dead-letter topic created."""
     value = unique("test").replace("-", "") + "."
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
-    await admin.start()
-    try:
-        names = [value + s.topic for s in CATALOG] + [value + s.dead_letter_topic for s in CATALOG]
-        await admin.create_topics([NewTopic(n, 3, 1) for n in names])
-    finally:
-        await admin.close()
-    return value
+    await create_topics(infra, value)
+    yield value
+    await delete_topics(infra, value)
 
 
 def relay_for(store: Store, infra: Infra, name: str = "test") -> tuple[OutboxRelay, object]:
