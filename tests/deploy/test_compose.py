@@ -1,0 +1,74 @@
+"""The compose stack for users with Docker: its structure holds together without running it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from ooda.testing import REPO, SERVICES
+
+pytestmark = pytest.mark.unit
+COMPOSE = REPO / "deploy" / "compose"
+ONE_SHOT = {"kafka-init"}
+
+
+def load() -> dict:
+    return yaml.safe_load((COMPOSE / "compose.yml").read_text())
+
+
+def test_every_long_running_container_has_a_healthcheck_and_dependents_wait_for_it() -> None:
+    services = load()["services"]
+    for name, svc in services.items():
+        if name not in ONE_SHOT:
+            assert "healthcheck" in svc, f"{name} has no healthcheck"
+        for dep, cond in svc.get("depends_on", {}).items():
+            expected = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+            assert cond == {"condition": expected}, f"{name} -> {dep}"
+
+
+def test_all_five_services_are_built_from_the_repo_and_every_build_input_exists() -> None:
+    services = load()["services"]
+    for name in SERVICES:
+        build = services[name]["build"]
+        assert build["args"] == {"SERVICE": name}
+        assert (COMPOSE / build["context"] / build["dockerfile"]).is_file()
+        assert (REPO / "services" / name / "pyproject.toml").is_file()
+    dockerfile = (COMPOSE / "Dockerfile").read_text()
+    for copied in re.findall(r"^COPY (\S+)", dockerfile, re.M):
+        assert (REPO / copied).exists(), f"Dockerfile copies missing {copied}"
+
+
+def test_host_ports_do_not_clash_and_stay_on_loopback() -> None:
+    published = []
+    for svc in load()["services"].values():
+        for mapping in svc.get("ports", []):
+            resolved = re.sub(r"\$\{[A-Z_]+:-(\d+)\}", r"\1", mapping)
+            host, port, _ = resolved.split(":")
+            assert host == "127.0.0.1", mapping
+            published.append(port)
+    assert len(published) == len(set(published)), published
+
+
+def test_every_variable_the_stack_reads_is_listed_in_env_example() -> None:
+    text = (COMPOSE / "compose.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+    example = (COMPOSE / ".env.example").read_text()
+    listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", example, re.M))
+    assert used <= listed, f"missing from .env.example: {sorted(used - listed)}"
+
+
+def test_services_get_every_required_setting_from_the_environment() -> None:
+    services = load()["services"]
+    for name in SERVICES:
+        env = services[name]["environment"]
+        for key in (f"{name.upper()}_DATABASE_URL", "OODA_KAFKA_BOOTSTRAP", "OODA_AUTH_SECRET"):
+            assert key in env, f"{name} lacks {key}"
+        assert env[f"{name.upper()}_HOST"] == "0.0.0.0"
+
+
+def test_the_topic_list_mounted_into_kafka_init_is_the_one_deploy_local_uses() -> None:
+    (mount,) = load()["services"]["kafka-init"]["volumes"]
+    source = mount.split(":")[0]
+    assert (COMPOSE / source).resolve() == (REPO / "deploy" / "local" / "topics.txt").resolve()
