@@ -1,8 +1,17 @@
 """Settings of the cmdb service, read from `CMDB_*` and `OODA_*` environment variables."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from cmdb.domain import AttributeSchema
 from ooda.settings import ServiceSettings
+
+DEFAULT_ATTRIBUTE_SCHEMAS = {
+    # The pipeline starts the sample workload with this capacity (docs/interfaces.md).
+    "application_spec": AttributeSchema.model_validate(
+        {"attributes": {"capacity_rps": {"type": "number"}}}
+    ),
+}
 
 
 class Settings(ServiceSettings):
@@ -12,3 +21,11 @@ class Settings(ServiceSettings):
 
     service_name: str = "cmdb"
     port: int = 8001
+    attribute_schemas: dict[str, AttributeSchema] = Field(
+        default_factory=lambda: dict(DEFAULT_ATTRIBUTE_SCHEMAS),
+        description=(
+            "custom attributes each item kind accepts, as JSON, e.g. "
+            '{"host": {"attributes": {"rack": {"type": "string"}}}}; a kind without a schema '
+            "accepts no custom attributes"
+        ),
+    )

@@ -4,7 +4,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from cmdb import errors
+from cmdb.api import router
 from cmdb.config import Settings
+from cmdb.consumer import subscriptions
 from cmdb.store import messaging
 from ooda.service import create_service_app, run_service
 from ooda.settings import ServiceSettings
@@ -14,7 +17,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     """The cmdb HTTP API with its consumers and outbox relay."""
-    return create_service_app(
+    app = create_service_app(
         settings=settings,
         title="OODA CMDB",
         description=(
@@ -23,7 +26,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         ),
         messaging=messaging,
         migrations_dir=MIGRATIONS,
+        routers=[router],
+        subscriptions=subscriptions,
     )
+    errors.install(app)
+    return app
 
 
 def run() -> None:

@@ -123,7 +123,7 @@ class SloTargets(_Strict):
     """The service level the owning team promises."""
 
     availability: Annotated[float, Field(gt=0, le=1)] = 0.999
-    p99_latency_ms: Annotated[float, Field(gt=0)] = 500.0
+    latency_p99_ms: Annotated[float, Field(gt=0)] = 500.0
 
 
 class ScalingHints(_Strict):

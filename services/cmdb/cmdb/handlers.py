@@ -1,0 +1,544 @@
+"""Use cases of the cmdb, one async function each; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import distinct_on, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmdb.domain import (
+    ApplicationSpec,
+    AttributeSchema,
+    Instance,
+    InstanceSetReport,
+    Item,
+    ItemRef,
+    RevertConflictError,
+    Revision,
+    StaleInstanceSet,
+    Watermark,
+    apply_instance_set,
+    attribute_problems,
+    detect_drift,
+    idempotency_key,
+    parse_item,
+    plan_revert,
+    references,
+)
+from cmdb.errors import Conflict, Forbidden, Invalid, NotFound, problem
+from cmdb.schemas import INFRA_KINDS
+from cmdb.store import (
+    ChangeSet,
+    Snapshot,
+    change_sets,
+    get_item,
+    instance_watermarks,
+    items,
+    latest_spec_revision,
+    live_item,
+    owner_app,
+    record_change_request,
+    revisions,
+    snapshot,
+    spec_revisions,
+)
+from ooda.auth import Actor
+from ooda.consumer import PermanentError
+from ooda.events import ChangeRequested, DeployDone, Event
+from ooda.events.contracts import ChangeTarget
+from ooda.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""deploy-done is ordered by its per-application sequence alone (docs/interfaces.md)."""
+
+_REFERENCE_FIELD = {
+    "region": "region_id",
+    "zone": "zone_id",
+    "pool": "pool_id",
+    "host": "host_id",
+    "application": "app_id",
+}
+_INSTANCE_STATUS = {"starting": "starting", "ready": "ready", "stopping": "draining"}
+
+
+# --- validation and authorisation -----------------------------------------------------------
+
+
+def validate_item(
+    kind: str,
+    item_id: str,
+    body: object,
+    schemas: Mapping[str, AttributeSchema],
+    loc: tuple[str | int, ...] = ("body",),
+) -> Item:
+    """The item a request body describes, or Invalid with the path of every bad field."""
+    if not isinstance(body, dict):
+        raise Invalid([problem(loc, "expected a JSON object")])
+    problems = [
+        problem((*loc, name), f"must be {expected!r} (from the URL), got {body[name]!r}")
+        for name, expected in (("kind", kind), ("id", item_id))
+        if name in body and body[name] != expected
+    ]
+    if problems:
+        raise Invalid(problems)
+    try:
+        item = parse_item({**body, "kind": kind, "id": item_id})
+    except ValidationError as exc:
+        raise Invalid([_problem_of(e["loc"][1:], e["msg"], loc) for e in exc.errors()]) from exc
+    bad_attributes = attribute_problems(item, schemas)
+    if bad_attributes:
+        raise Invalid([problem((*loc, *p.path), p.message) for p in bad_attributes])
+    return item
+
+
+def _problem_of(
+    field: tuple[str | int, ...], msg: str, loc: tuple[str | int, ...]
+) -> dict[str, Any]:
+    if field == ("id",) and loc == ("body",):
+        return problem(("path", "id"), msg)  # the id of a PUT comes from the URL
+    return problem((*loc, *field), msg)
+
+
+async def owner_teams(session: AsyncSession, data: Snapshot) -> set[str] | None:
+    """The teams that own an item (None: infrastructure, owned by the platform team)."""
+    if data["kind"] in INFRA_KINDS:
+        return None
+    if data["kind"] == "application":
+        return {str(data["owner_team"])}
+    app_id = owner_app(data)
+    if app_id is None and data["kind"] == "relation" and data["source"]["kind"] == "instance":
+        instance = await live_item(session, "instance", data["source"]["id"])
+        app_id = instance["app_id"] if instance else None
+    if app_id is None:
+        return None
+    app = await live_item(session, "application", app_id)
+    return {str(app["owner_team"])} if app else set()
+
+
+async def authorize(
+    session: AsyncSession, actor: Actor, after: Snapshot | None, before: Snapshot | None
+) -> None:
+    """Raise Forbidden unless the actor may change the item from `before` to `after`."""
+    for data in (before, after):
+        if data is None:
+            continue
+        teams = await owner_teams(session, data)
+        ref = f"{data['kind']} {data['id']!r}"
+        if teams is None:
+            if not actor.has("infra"):
+                raise Forbidden(f"actor {actor.subject!r} needs scope 'infra' or 'admin' for {ref}")
+            continue
+        if not teams and not actor.has("admin"):  # its application is gone: admins only
+            raise Forbidden(f"actor {actor.subject!r} needs scope 'admin' for {ref}")
+        for team in sorted(teams):
+            if not actor.has(f"team:{team}"):
+                raise Forbidden(
+                    f"actor {actor.subject!r} needs scope 'team:{team}' or 'admin' for {ref}"
+                )
+
+
+def _reference_loc(item: Item, ref: ItemRef, index: int) -> str:
+    if item.kind == "relation":
+        return "source" if index == 0 else "target"
+    if item.kind == "application_spec":
+        return "id"
+    return _REFERENCE_FIELD.get(ref.kind, ref.kind)
+
+
+async def missing_references(
+    session: AsyncSession,
+    item: Item,
+    pending: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+    loc: tuple[str | int, ...] = ("body",),
+) -> list[dict[str, Any]]:
+    """A problem for every item this item refers to that does not exist."""
+    problems = []
+    for index, ref in enumerate(references(item)):
+        if (ref.kind, ref.id) in pending:
+            continue
+        if await live_item(session, ref.kind, ref.id) is None:
+            problems.append(
+                problem(
+                    (*loc, _reference_loc(item, ref, index)),
+                    f"{ref.kind} {ref.id!r} does not exist",
+                )
+            )
+    return problems
+
+
+async def referrers(session: AsyncSession, kind: str, item_id: str) -> list[str]:
+    """Live items that refer to an item (an application's own spec does not count)."""
+    conditions = [
+        items.c.data.contains({"kind": "relation", end: {"kind": kind, "id": item_id}})
+        for end in ("source", "target")
+    ]
+    if kind in _REFERENCE_FIELD:
+        conditions.append(items.c.data.contains({_REFERENCE_FIELD[kind]: item_id}))
+    query = (
+        select(items.c.kind, items.c.id)
+        .where(
+            ~items.c.deleted,
+            items.c.kind != "application_spec",
+            ~and_(items.c.kind == kind, items.c.id == item_id),
+            or_(*conditions),
+        )
+        .order_by(items.c.kind, items.c.id)
+        .limit(6)
+    )
+    return [f"{r.kind} {r.id!r}" for r in (await session.execute(query)).all()]
+
+
+# --- item writes ------------------------------------------------------------------------------
+
+
+async def put_item(
+    session: AsyncSession,
+    outbox: Outbox,
+    actor: Actor,
+    kind: str,
+    item_id: str,
+    body: object,
+    schemas: Mapping[str, AttributeSchema],
+    at: datetime,
+) -> tuple[str | None, Snapshot, str | None]:
+    """Create or update one item: (operation or None if unchanged, the item, change set id)."""
+    item = validate_item(kind, item_id, body, schemas)
+    current = await get_item(session, kind, item_id, lock=True)
+    await authorize(session, actor, snapshot(item), current.live if current else None)
+    problems = await missing_references(session, item)
+    if problems:
+        raise Invalid(problems)
+    change_set = ChangeSet(session, outbox, actor.subject, None, at)
+    op = await change_set.put(item)
+    change_set.publish()
+    return op, snapshot(item), change_set.id if op else None
+
+
+async def delete_item(
+    session: AsyncSession, outbox: Outbox, actor: Actor, kind: str, item_id: str, at: datetime
+) -> str:
+    """Delete one item (an application takes its spec with it); returns the change set id."""
+    current = await get_item(session, kind, item_id, lock=True)
+    if current is None or current.deleted:
+        raise NotFound(f"{kind} {item_id!r} does not exist")
+    await authorize(session, actor, None, current.data)
+    users = await referrers(session, kind, item_id)
+    if users:
+        more = ", ..." if len(users) > 5 else ""
+        raise Conflict(
+            f"{kind} {item_id!r} is still referred to by {', '.join(users[:5])}{more}; "
+            "delete or move those first",
+            referrers=users[:5],
+        )
+    change_set = ChangeSet(session, outbox, actor.subject, None, at)
+    if kind == "application":
+        await change_set.delete("application_spec", item_id)
+    await change_set.delete(kind, item_id)
+    change_set.publish()
+    return change_set.id
+
+
+# --- specs and change requests ----------------------------------------------------------------
+
+
+def spec_cause(app_id: str, revision: int) -> str:
+    """How a spec revision is named as the cause of what it leads to."""
+    return f"cmdb/{app_id}/spec-{revision}"
+
+
+async def request_change(
+    session: AsyncSession,
+    outbox: Outbox,
+    *,
+    spec: ApplicationSpec,
+    kind: str,
+    replicas: int,
+    requested_by: str,
+    reason: str,
+    at: datetime,
+) -> str | None:
+    """Publish change-requested once per spec revision and kind; the request id, or None if seen."""
+    request_id = idempotency_key(spec.id, spec.revision, kind)  # type: ignore[arg-type]
+    event_id = str(uuid.uuid4())
+    fresh = await record_change_request(
+        session,
+        request_id=request_id,
+        app_id=spec.id,
+        spec_revision=spec.revision,
+        kind=kind,
+        event_id=event_id,
+        reason=reason,
+        at=at,
+    )
+    if not fresh:
+        return None
+    outbox.add(
+        session,
+        ChangeRequested(
+            app=spec.id,
+            request_id=request_id,
+            kind=kind,
+            target=ChangeTarget(version=spec.version, artifact=spec.artifact, replicas=replicas),
+            requested_by=requested_by,
+            cause=spec_cause(spec.id, spec.revision),
+            reason=reason,
+        ),
+        event_id=event_id,
+    )
+    return request_id
+
+
+_ROLLOUT_FIELDS = ("artifact", "version", "resources", "health_check")
+
+
+async def put_spec(
+    session: AsyncSession,
+    outbox: Outbox,
+    actor: Actor,
+    app_id: str,
+    body: object,
+    schemas: Mapping[str, AttributeSchema],
+    at: datetime,
+) -> tuple[Snapshot, bool, str | None, str | None]:
+    """Declare an application's spec: a new revision (unless identical) and one change request.
+
+    Returns (spec, whether a revision was made, change set id, change request id).
+    """
+    app = await get_item(session, "application", app_id, lock=True)  # serialises revisions
+    if app is None or app.deleted:
+        raise NotFound(f"application {app_id!r} does not exist")
+    if isinstance(body, dict) and "revision" in body:
+        raise Invalid([problem(("body", "revision"), "the revision is assigned by the cmdb")])
+    revision = await latest_spec_revision(session, app_id) + 1
+    spec = validate_item(
+        "application_spec",
+        app_id,
+        {**body, "revision": revision} if isinstance(body, dict) else body,
+        schemas,
+    )
+    assert isinstance(spec, ApplicationSpec)
+    await authorize(session, actor, snapshot(spec), None)
+    current = await live_item(session, "application_spec", app_id)
+    if current is not None and {**current, "revision": revision} == snapshot(spec):
+        return current, False, None, None
+    cause = spec_cause(app_id, revision)
+    change_set = ChangeSet(session, outbox, actor.subject, cause, at)
+    await change_set.put(spec)
+    await session.execute(
+        spec_revisions.insert().values(
+            app_id=app_id,
+            revision=revision,
+            spec=snapshot(spec),
+            change_set_id=change_set.id,
+            actor=actor.subject,
+            at=at,
+        )
+    )
+    rollout = current is None or any(current.get(f) != snapshot(spec)[f] for f in _ROLLOUT_FIELDS)
+    request_id = await request_change(
+        session,
+        outbox,
+        spec=spec,
+        kind="deploy" if rollout else "scale",
+        replicas=spec.replicas.desired,
+        requested_by=actor.subject,
+        reason=f"spec revision {revision} applied by {actor.subject}",
+        at=at,
+    )
+    change_set.publish()
+    return snapshot(spec), True, change_set.id, request_id
+
+
+# --- change sets ------------------------------------------------------------------------------
+
+
+def to_revision(row: Any) -> Revision:
+    """A stored revision as the domain's value."""
+    return Revision(
+        sequence=row.sequence,
+        change_set_id=row.change_set_id,
+        item=ItemRef(kind=row.kind, id=row.item_id),
+        operation=row.op,
+        before=row.before,
+        after=row.after,
+        actor=row.actor,
+        cause=row.cause,
+        at=row.at,
+    )
+
+
+async def revert_change_set(
+    session: AsyncSession,
+    outbox: Outbox,
+    actor: Actor,
+    change_set_id: str,
+    force: bool,
+    at: datetime,
+) -> ChangeSet:
+    """Undo a change set as a new change set; Conflict over later changes unless forced."""
+    original = (
+        await session.execute(
+            select(change_sets).where(change_sets.c.id == change_set_id).with_for_update()
+        )
+    ).first()
+    if original is None:
+        raise NotFound(f"change set {change_set_id!r} does not exist")
+    if original.reverted_by is not None:
+        raise Conflict(
+            f"change set {change_set_id!r} was already reverted by {original.reverted_by}"
+        )
+    rows = (
+        await session.execute(
+            select(revisions)
+            .where(revisions.c.change_set_id == change_set_id)
+            .order_by(revisions.c.sequence)
+        )
+    ).all()
+    touched = {(r.kind, r.item_id) for r in rows}
+    for kind, item_id in sorted(touched):
+        await get_item(session, kind, item_id, lock=True)
+    latest_rows = (
+        await session.execute(
+            select(revisions)
+            .ext(distinct_on(revisions.c.kind, revisions.c.item_id))
+            .where(
+                or_(*(and_(revisions.c.kind == k, revisions.c.item_id == i) for k, i in touched))
+            )
+            .order_by(revisions.c.kind, revisions.c.item_id, revisions.c.sequence.desc())
+        )
+    ).all()
+    latest = {(r := to_revision(row)).item: r for row in latest_rows}
+    try:
+        plan = plan_revert([to_revision(r) for r in rows], latest, force=force)
+    except RevertConflictError as exc:
+        raise Conflict(
+            str(exc),
+            conflicts=[
+                {"item": str(c.item), "change_set_id": c.change_set_id, "sequence": c.sequence}
+                for c in exc.conflicts
+            ],
+        ) from exc
+    change_set = ChangeSet(session, outbox, actor.subject, change_set_id, at, reverts=change_set_id)
+    await change_set.start()
+    for step in plan:
+        await authorize(session, actor, step.target, step.expected)
+        await change_set.write(step.item.kind, step.item.id, step.target)
+    await session.execute(
+        update(change_sets)
+        .where(change_sets.c.id == change_set_id)
+        .values(reverted_by=change_set.id)
+    )
+    change_set.publish()
+    return change_set
+
+
+# --- closing the loop -------------------------------------------------------------------------
+
+
+def _instance(app_id: str, ref: Any, finished_at: datetime) -> Instance:
+    endpoint = ref.endpoint.split("://", 1)[-1].rstrip("/")
+    return Instance(
+        id=ref.id,
+        app_id=app_id,
+        version=ref.version,
+        host_id=ref.host,
+        zone_id=ref.zone,
+        endpoint=endpoint,
+        status=_INSTANCE_STATUS.get(ref.status, ref.status),
+        started_at=ref.started_at or finished_at,
+    )
+
+
+async def live_instances(session: AsyncSession, app_id: str) -> list[Instance]:
+    """An application's instances that are not deleted."""
+    rows = await session.scalars(
+        select(items.c.data).where(
+            items.c.kind == "instance", items.c.app_id == app_id, ~items.c.deleted
+        )
+    )
+    return [i for data in rows if isinstance(i := parse_item(data), Instance)]
+
+
+async def apply_deploy_done(
+    session: AsyncSession, outbox: Outbox, event: Event, at: datetime
+) -> ChangeSet | None:
+    """Make an application's instances the set a deployment reported, unless it is stale.
+
+    Then compare reality with the declared spec and ask for a change (once per spec revision
+    and kind) when it is outside it.
+    """
+    done = event.data
+    assert isinstance(done, DeployDone)
+    try:
+        report = InstanceSetReport(
+            app_id=done.app,
+            position=Watermark(event_time=EPOCH, sequence=done.sequence),
+            instances=tuple(_instance(done.app, ref, done.finished_at) for ref in done.instances),
+        )
+    except ValidationError as exc:
+        raise PermanentError(f"deploy-done for {done.app} has an invalid instance: {exc}") from exc
+    mark = (
+        await session.execute(
+            select(instance_watermarks)
+            .where(instance_watermarks.c.app_id == done.app)
+            .with_for_update()
+        )
+    ).first()
+    watermark = Watermark(event_time=EPOCH, sequence=mark.sequence) if mark else None
+    current = await live_instances(session, done.app)
+    try:
+        result = apply_instance_set(current, watermark, report)
+    except ValueError as exc:
+        raise PermanentError(str(exc)) from exc
+    if isinstance(result, StaleInstanceSet):
+        log.info(
+            "ignoring deploy-done %s for %s: sequence %d is not newer than the applied %d",
+            event.id,
+            done.app,
+            done.sequence,
+            watermark.sequence if watermark else -1,
+        )
+        return None
+    change_set = ChangeSet(session, outbox, f"event:{event.source}", event.id, at)
+    for instance in result.instances:
+        await change_set.put(instance)
+    for instance_id in result.removed:
+        await change_set.delete("instance", instance_id)
+    values = {
+        "sequence": done.sequence,
+        "event_id": event.id,
+        "finished_at": done.finished_at,
+        "applied_at": at,
+    }
+    await session.execute(
+        insert(instance_watermarks)
+        .values(app_id=done.app, **values)
+        .on_conflict_do_update(index_elements=["app_id"], set_=values)
+    )
+    change_set.publish()
+    spec_data = await live_item(session, "application_spec", done.app)
+    if spec_data is not None:
+        spec = parse_item(spec_data)
+        assert isinstance(spec, ApplicationSpec)
+        drift = detect_drift(spec, result.instances)
+        if drift is not None:
+            await request_change(
+                session,
+                outbox,
+                spec=spec,
+                kind=drift.kind,
+                replicas=drift.replicas,
+                requested_by="cmdb",
+                reason=drift.reason,
+                at=at,
+            )
+    return change_set

@@ -1,0 +1,378 @@
+"""Read-side queries: lists with filters, selectors, sorting and cursors; history; topology; SD."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal, get_origin
+
+from pydantic import BaseModel
+from sqlalchemy import Numeric, String, and_, cast, false, not_, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from cmdb.domain import (
+    Application,
+    ApplicationSpec,
+    FailureScope,
+    Host,
+    Instance,
+    Operator,
+    Pool,
+    Region,
+    Relation,
+    ResourceRequest,
+    Selector,
+    Zone,
+    blast_radius,
+    dependents,
+    parse_item,
+    state_as_of,
+)
+from cmdb.errors import BadRequest, NotFound
+from cmdb.handlers import to_revision
+from cmdb.schemas import ChangeSetOut, HistoryOut, RevisionOut
+from cmdb.store import Snapshot, change_sets, items, revisions, spec_revisions
+
+MODELS: dict[str, type[BaseModel]] = {
+    "region": Region,
+    "zone": Zone,
+    "pool": Pool,
+    "host": Host,
+    "application": Application,
+    "application_spec": ApplicationSpec,
+    "instance": Instance,
+    "relation": Relation,
+}
+ALIASES = {"instance": {"app": "app_id", "host": "host_id", "zone": "zone_id"}}
+_PROMETHEUS_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _scalar_fields(kind: str) -> dict[str, bool]:
+    """Fields of a kind that filters and sorting may use, and whether each is numeric."""
+    out = {}
+    for name, info in MODELS[kind].model_fields.items():
+        annotation = info.annotation
+        if annotation in (int, float):
+            out[name] = True
+        elif annotation in (str, bool, datetime) or get_origin(annotation) is Literal:
+            out[name] = False
+    return out
+
+
+def selector_condition(selector: Selector) -> ColumnElement[bool]:
+    """The SQL condition on the labels column that a label selector means."""
+    conditions: list[ColumnElement[bool]] = []
+    labels = items.c.labels
+    for req in selector.requirements:
+        value = labels[req.key].astext
+        match req.operator:
+            case Operator.EXISTS:
+                conditions.append(labels.has_key(req.key))
+            case Operator.DOES_NOT_EXIST:
+                conditions.append(not_(labels.has_key(req.key)))
+            case Operator.EQUALS:
+                conditions.append(labels.contains({req.key: req.values[0]}))
+            case Operator.NOT_EQUALS:
+                conditions.append(not_(labels.contains({req.key: req.values[0]})))
+            case Operator.IN:
+                conditions.append(value.in_(req.values))
+            case Operator.NOT_IN:
+                conditions.append(or_(value.is_(None), value.not_in(req.values)))
+    return and_(true_if_empty(), *conditions)
+
+
+def true_if_empty() -> ColumnElement[bool]:
+    """A condition that always holds (the neutral element of a conjunction)."""
+    return not_(false())
+
+
+def _sort_expression(kind: str, field: str) -> ColumnElement[Any]:
+    fields = _scalar_fields(kind)
+    if field not in fields:
+        raise BadRequest(
+            f"cannot sort {kind} by {field!r}; sortable fields: {', '.join(sorted(fields))}"
+        )
+    if field == "id":
+        return items.c.id
+    text = items.c.data[field].astext
+    if fields[field]:
+        return cast(text, Numeric)
+    return cast(text, String)
+
+
+def encode_cursor(sort: str, value: Any, item_id: str) -> str:
+    """An opaque cursor pointing after one item in one sort order."""
+    raw = json.dumps([sort, value, item_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
+    """The position a cursor points after; BadRequest when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        cursor_sort, value, item_id = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"invalid cursor {cursor!r}") from exc
+    if cursor_sort != sort:
+        raise BadRequest(f"the cursor was made for sort {cursor_sort!r}, not {sort!r}")
+    return value, str(item_id)
+
+
+async def list_items(
+    session: AsyncSession,
+    kind: str,
+    *,
+    filters: Mapping[str, str],
+    selector: Selector,
+    sort: str = "id",
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[Snapshot], str | None]:
+    """One page of live items of a kind, filtered by fields and labels, in a stable order."""
+    fields = _scalar_fields(kind)
+    aliases = ALIASES.get(kind, {})
+    query = select(items.c.id, items.c.data).where(
+        items.c.kind == kind, ~items.c.deleted, selector_condition(selector)
+    )
+    for name, value in filters.items():
+        field = aliases.get(name, name)
+        if field not in fields:
+            raise BadRequest(
+                f"cannot filter {kind} by {name!r}; fields: {', '.join(sorted(fields))}"
+            )
+        if field == "id":
+            query = query.where(items.c.id == value)
+        elif field == "app_id" and kind == "instance":
+            query = query.where(items.c.app_id == value)
+        else:
+            query = query.where(items.c.data[field].astext == value)
+    descending = sort.startswith("-")
+    field = sort.removeprefix("-")
+    expression = _sort_expression(kind, field)
+    if cursor:
+        value, after_id = decode_cursor(cursor, sort)
+        position = tuple_(expression, items.c.id)
+        bound = tuple_(value, after_id)
+        query = query.where(position < bound if descending else position > bound)
+    if descending:
+        query = query.order_by(expression.desc(), items.c.id.desc())
+    else:
+        query = query.order_by(expression, items.c.id)
+    rows = (await session.execute(query.limit(limit + 1))).all()
+    page = [r.data for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        value = last["id"] if field == "id" else last.get(field)
+        next_cursor = encode_cursor(sort, value, last["id"])
+    return page, next_cursor
+
+
+async def get_live(session: AsyncSession, kind: str, item_id: str) -> Snapshot:
+    """A live item, or NotFound."""
+    data = await session.scalar(
+        select(items.c.data).where(items.c.kind == kind, items.c.id == item_id, ~items.c.deleted)
+    )
+    if data is None:
+        raise NotFound(f"{kind} {item_id!r} does not exist")
+    return dict(data)
+
+
+async def _live_of_kind(session: AsyncSession, kind: str, *where: Any) -> list[Snapshot]:
+    rows = await session.scalars(
+        select(items.c.data).where(items.c.kind == kind, ~items.c.deleted, *where)
+    )
+    return list(rows)
+
+
+async def with_allocation(session: AsyncSession, hosts: Sequence[Snapshot]) -> list[Snapshot]:
+    """Hosts with `allocated {cpu_millis, memory_mib}`: what their live instances reserve."""
+    ids = [h["id"] for h in hosts]
+    instances = await _live_of_kind(
+        session,
+        "instance",
+        items.c.data["host_id"].astext.in_(ids),
+        items.c.data["status"].astext.in_(["starting", "ready"]),
+    )
+    apps = sorted({i["app_id"] for i in instances})
+    specs = {
+        s["id"]: ResourceRequest.model_validate(s["resources"])
+        for s in await _live_of_kind(session, "application_spec", items.c.id.in_(apps))
+    }
+    allocated = {h: {"cpu_millis": 0, "memory_mib": 0} for h in ids}
+    for instance in instances:
+        resources = specs.get(instance["app_id"], ResourceRequest())
+        allocated[instance["host_id"]]["cpu_millis"] += resources.cpu_millis
+        allocated[instance["host_id"]]["memory_mib"] += resources.memory_mib
+    return [{**h, "allocated": allocated[h["id"]]} for h in hosts]
+
+
+async def history(
+    session: AsyncSession, kind: str, item_id: str, as_of: datetime | None
+) -> HistoryOut:
+    """An item's revisions, oldest first, and its state now or as of a past time."""
+    query = (
+        select(revisions)
+        .where(revisions.c.kind == kind, revisions.c.item_id == item_id)
+        .order_by(revisions.c.sequence)
+    )
+    if as_of is not None:
+        query = query.where(revisions.c.at <= as_of)
+    rows = (await session.execute(query)).all()
+    if not rows and as_of is None:
+        raise NotFound(f"{kind} {item_id!r} has no history")
+    domain = [to_revision(r) for r in rows]
+    state = None
+    if domain:
+        latest_at = as_of or max(r.at for r in domain)
+        state = state_as_of(domain, domain[0].item, latest_at)
+    return HistoryOut(
+        kind=kind,
+        id=item_id,
+        as_of=as_of,
+        state=state,
+        revisions=[_revision_out(r) for r in rows],
+    )
+
+
+def _revision_out(row: Any) -> RevisionOut:
+    return RevisionOut(
+        sequence=row.sequence,
+        change_set_id=row.change_set_id,
+        kind=row.kind,
+        id=row.item_id,
+        op=row.op,
+        before=row.before,
+        after=row.after,
+        actor=row.actor,
+        cause=row.cause,
+        at=row.at,
+    )
+
+
+async def change_set(session: AsyncSession, change_set_id: str) -> ChangeSetOut:
+    """One change set with its revisions."""
+    row = (
+        await session.execute(select(change_sets).where(change_sets.c.id == change_set_id))
+    ).first()
+    if row is None:
+        raise NotFound(f"change set {change_set_id!r} does not exist")
+    revs = (
+        await session.execute(
+            select(revisions)
+            .where(revisions.c.change_set_id == change_set_id)
+            .order_by(revisions.c.sequence)
+        )
+    ).all()
+    return ChangeSetOut(
+        id=row.id,
+        actor=row.actor,
+        cause=row.cause,
+        at=row.at,
+        reverts=row.reverts,
+        reverted_by=row.reverted_by,
+        revisions=[_revision_out(r) for r in revs],
+    )
+
+
+async def search(
+    session: AsyncSession, text: str, kinds: Sequence[str], limit: int
+) -> list[Snapshot]:
+    """Live items of any kind whose id, fields or labels contain the text (case-insensitive)."""
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    query = (
+        select(items.c.data)
+        .where(
+            ~items.c.deleted,
+            or_(items.c.id.ilike(pattern), cast(items.c.data, String).ilike(pattern)),
+        )
+        .order_by(items.c.kind, items.c.id)
+        .limit(limit)
+    )
+    if kinds:
+        query = query.where(items.c.kind.in_(kinds))
+    return list(await session.scalars(query))
+
+
+async def app_dependents(session: AsyncSession, app_id: str) -> list[dict[str, Any]]:
+    """Applications that depend on `app_id`, directly (distance 1) or through others."""
+    await get_live(session, "application", app_id)
+    relations = [
+        r
+        for data in await _live_of_kind(
+            session, "relation", items.c.data["type"].astext == "depends_on"
+        )
+        if isinstance(r := parse_item(data), Relation)
+    ]
+    found = dependents(app_id, relations)
+    return [{"app": a, "distance": d} for a, d in sorted(found.items(), key=lambda x: (x[1], x[0]))]
+
+
+async def host_instances(session: AsyncSession, host_id: str) -> list[Snapshot]:
+    """What runs on a host, ordered by application and instance id."""
+    await get_live(session, "host", host_id)
+    found = await _live_of_kind(session, "instance", items.c.data["host_id"].astext == host_id)
+    return sorted(found, key=lambda i: (i["app_id"], i["id"]))
+
+
+async def blast(session: AsyncSession, scope: FailureScope) -> dict[str, Any]:
+    """The blast radius of losing a zone or pool."""
+    await get_live(session, scope.kind, scope.id)
+    hosts = [Host.model_validate(h) for h in await _live_of_kind(session, "host")]
+    instances = [
+        Instance.model_validate(i)
+        for i in await _live_of_kind(
+            session, "instance", items.c.data["status"].astext.in_(["starting", "ready"])
+        )
+    ]
+    specs = {
+        s["id"]: ApplicationSpec.model_validate(s)
+        for s in await _live_of_kind(session, "application_spec")
+    }
+    return blast_radius(scope, hosts, instances, specs).model_dump(mode="json")
+
+
+async def prometheus_targets(session: AsyncSession) -> list[dict[str, Any]]:
+    """Ready instances as Prometheus HTTP SD target groups, with their labels."""
+    ready = await _live_of_kind(session, "instance", items.c.data["status"].astext == "ready")
+    groups = []
+    for instance in sorted(ready, key=lambda i: (i["app_id"], i["id"])):
+        labels = {
+            _PROMETHEUS_LABEL.sub("_", key): value
+            for key, value in instance.get("labels", {}).items()
+        }
+        labels |= {
+            "app": instance["app_id"],
+            "instance": instance["id"],
+            "zone": instance["zone_id"],
+            "host": instance["host_id"],
+            "version": instance["version"],
+        }
+        groups.append({"targets": [instance["endpoint"]], "labels": labels})
+    return groups
+
+
+async def spec_history(session: AsyncSession, app_id: str) -> list[dict[str, Any]]:
+    """Every spec revision of an application, newest first."""
+    await get_live(session, "application", app_id)
+    rows = (
+        await session.execute(
+            select(spec_revisions)
+            .where(spec_revisions.c.app_id == app_id)
+            .order_by(spec_revisions.c.revision.desc())
+        )
+    ).all()
+    return [
+        {
+            "revision": r.revision,
+            "spec": r.spec,
+            "actor": r.actor,
+            "at": r.at.isoformat(),
+            "change_set_id": r.change_set_id,
+        }
+        for r in rows
+    ]
