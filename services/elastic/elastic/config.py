@@ -1,5 +1,6 @@
 """Settings of the elastic service, read from `ELASTIC_*` and `OODA_*` environment variables."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from ooda.settings import ServiceSettings
@@ -12,3 +13,7 @@ class Settings(ServiceSettings):
 
     service_name: str = "elastic"
     port: int = 8004
+    cmdb_url: str = Field(
+        "http://127.0.0.1:8001", description="base URL of the CMDB's HTTP API (specs, hosts)"
+    )
+    cmdb_timeout_seconds: float = Field(5.0, gt=0)

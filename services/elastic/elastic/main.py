@@ -4,7 +4,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from elastic import errors
+from elastic.api import router
+from elastic.cmdb import CmdbClient, HttpCmdbClient
 from elastic.config import Settings
+from elastic.consumer import subscriptions_with
 from elastic.store import messaging
 from ooda.service import create_service_app, run_service
 from ooda.settings import ServiceSettings
@@ -12,9 +16,16 @@ from ooda.settings import ServiceSettings
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_app(settings: ServiceSettings) -> FastAPI:
-    """The elastic HTTP API with its consumers and outbox relay."""
-    return create_service_app(
+def create_app(settings: ServiceSettings, cmdb: CmdbClient | None = None) -> FastAPI:
+    """The elastic HTTP API with its consumers and outbox relay (`cmdb` replaces the HTTP one)."""
+    if cmdb is None:
+        config = (
+            settings
+            if isinstance(settings, Settings)
+            else Settings.model_validate(settings.model_dump())
+        )
+        cmdb = HttpCmdbClient(config.cmdb_url, config.cmdb_timeout_seconds)
+    app = create_service_app(
         settings=settings,
         title="OODA elastic",
         description=(
@@ -23,7 +34,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         ),
         messaging=messaging,
         migrations_dir=MIGRATIONS,
+        routers=[router],
+        subscriptions=subscriptions_with(cmdb),
     )
+    app.state.cmdb = cmdb
+    errors.install(app)
+    return app
 
 
 def run() -> None:

@@ -75,6 +75,8 @@ class UsageTimeline(_Frozen):
 
     def replica_hours(self, start: datetime, end: datetime) -> float:
         """Replica-hours used between `start` and `end` (nothing runs before the first sample)."""
+        if not self.samples:
+            return 0.0
         total = 0.0
         for sample, following in zip(self.samples, (*self.samples[1:], None), strict=True):
             begin = max(sample.at, start)

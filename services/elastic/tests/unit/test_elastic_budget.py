@@ -73,6 +73,10 @@ def test_replica_hours_count_only_the_window_asked_for() -> None:
     assert usage.replica_hours(at(0.5), at(2)) == pytest.approx(1 + 4)
 
 
+def test_an_application_without_samples_used_nothing() -> None:
+    assert UsageTimeline(app_id="web").replica_hours(at(0), at(4)) == 0
+
+
 def test_replaying_the_same_sample_changes_nothing() -> None:
     usage = timeline((0, 2), (1, 4))
 
