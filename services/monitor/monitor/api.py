@@ -1,23 +1,50 @@
 """HTTP routes of the monitor: parse, call a handler, answer."""
 
-from datetime import UTC, datetime
-from typing import Annotated
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, status
+from pydantic import ValidationError
 
-from monitor.handlers import record_observation
-from monitor.schemas import ObservationIn, ObservationOut
+from monitor.config import Settings
+from monitor.domain import ExpositionError, Metric, parse_exposition
+from monitor.handlers import record_observation, replace_rules, store_push
+from monitor.loops import Monitor
+from monitor.rules import expand, rule_from_spec
+from monitor.schemas import (
+    AlertOut,
+    ObservationIn,
+    ObservationOut,
+    PushIn,
+    PushOut,
+    RangeOut,
+    RulesIn,
+    RulesOut,
+    SampleIn,
+    TargetOut,
+)
+from monitor.views import list_alerts, list_targets, metric_range, rules_of
 from ooda.auth import Actor, requires
+from ooda.events.contracts import APP_ID_PATTERN
 from ooda.service import AppIdPath as AppId
 from ooda.service import Runtime
 
-router = APIRouter(prefix="/v1", tags=["observations"])
+router = APIRouter(prefix="/v1")
+_APP_ID = re.compile(APP_ID_PATTERN)
+_MAX_POINTS = 11_000
+
+
+def _runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
 
 
 @router.post(
     "/apps/{app}/observations",
     response_model=ObservationOut,
     status_code=status.HTTP_201_CREATED,
+    tags=["observations"],
     summary="Record one window of an application's aggregates and publish metric-observed",
 )
 async def post_observation(
@@ -27,7 +54,7 @@ async def post_observation(
     response: Response,
     actor: Annotated[Actor, Depends(requires("metrics:push"))],
 ) -> ObservationOut:
-    rt: Runtime = request.app.state.runtime
+    rt = _runtime(request)
     async with rt.sessions() as session, session.begin():
         out = await record_observation(
             session, rt.outbox, app, body, actor.subject, datetime.now(UTC)
@@ -35,3 +62,181 @@ async def post_observation(
     if not out.created:
         response.status_code = status.HTTP_200_OK
     return out
+
+
+@router.get(
+    "/targets",
+    response_model=list[TargetOut],
+    tags=["targets"],
+    summary="Every discovered target and the state of its last scrape",
+)
+async def get_targets(request: Request, app: str | None = None) -> list[TargetOut]:
+    async with _runtime(request).sessions() as session:
+        found = await list_targets(session)
+    return [t for t in found if app is None or t.app == app]
+
+
+@router.get(
+    "/apps/{app}/metrics",
+    response_model=RangeOut,
+    tags=["observations"],
+    summary="One aggregate of an application over a time range, one point per step",
+)
+async def get_metric_range(
+    app: AppId,
+    request: Request,
+    metric: Metric,
+    start: datetime,
+    end: datetime | None = None,
+    step: Annotated[float | None, Query(gt=0, description="seconds; default the interval")] = None,
+) -> RangeOut:
+    monitor: Monitor = request.app.state.monitor
+    now = datetime.now(UTC)
+    end = end or now
+    for name, moment in (("start", start), ("end", end)):
+        if moment.tzinfo is None:
+            raise HTTPException(422, f"{name} needs a timezone (e.g. 'Z')")
+    if end <= start:
+        raise HTTPException(422, "end must be after start")
+    step_delta = timedelta(seconds=step) if step else monitor.step
+    if step_delta % monitor.step:
+        raise HTTPException(422, f"step must be a multiple of the interval ({monitor.step_s:g}s)")
+    if (end - start) / step_delta > _MAX_POINTS:
+        raise HTTPException(422, f"more than {_MAX_POINTS} points: use a larger step")
+    async with _runtime(request).sessions() as session:
+        return await metric_range(session, app, metric, start, end, step_delta, monitor.policy, now)
+
+
+_PUSH_EXAMPLE = {
+    "app": "payments",
+    "instance": "batch-7",
+    "samples": [{"name": "http_requests_total", "labels": {"status": "200"}, "value": 42}],
+}
+
+
+@router.post(
+    "/push",
+    response_model=PushOut,
+    status_code=status.HTTP_201_CREATED,
+    tags=["push"],
+    summary="Push samples (Prometheus text with ?app=&instance=, or JSON) for an instance",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "schema": PushIn.model_json_schema(),
+                    "example": _PUSH_EXAMPLE,
+                },
+                "text/plain": {"schema": {"type": "string"}},
+            }
+        }
+    },
+)
+async def push(
+    request: Request,
+    actor: Annotated[Actor, Depends(requires("metrics:push"))],
+    app: str | None = None,
+    instance: str | None = None,
+) -> PushOut:
+    settings: Settings = request.app.state.settings
+    body = await request.body()
+    if len(body) > settings.scrape_max_bytes:
+        raise HTTPException(413, f"push larger than {settings.scrape_max_bytes} bytes")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("", "text/plain"):
+        parsed = _push_from_text(body, app, instance, settings.series_limit)
+    elif kind == "application/json":
+        try:
+            parsed = PushIn.model_validate_json(body)
+        except ValidationError as exc:
+            raise HTTPException(
+                422, exc.errors(include_url=False, include_context=False, include_input=False)
+            ) from exc
+        if len(parsed.samples) > settings.series_limit:
+            raise HTTPException(422, f"more than {settings.series_limit} samples in one push")
+    else:
+        raise HTTPException(415, f"content-type {kind!r}: use text/plain or application/json")
+    rt = _runtime(request)
+    async with rt.sessions() as session, session.begin():
+        return await store_push(session, parsed, actor.subject, datetime.now(UTC))
+
+
+def _push_from_text(body: bytes, app: str | None, instance: str | None, limit: int) -> PushIn:
+    if not app or not _APP_ID.match(app) or len(app) > 128:
+        raise HTTPException(422, "query parameter app: a valid application id is required")
+    if not instance or len(instance) > 200:
+        raise HTTPException(422, "query parameter instance: required, at most 200 characters")
+    try:
+        exposition = parse_exposition(body.decode("utf-8"), limit)
+    except UnicodeDecodeError as exc:
+        raise HTTPException(422, f"body is not UTF-8: {exc}") from exc
+    except ExpositionError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if exposition.dropped:
+        raise HTTPException(422, f"more than {limit} series in one push")
+    if not exposition.samples:
+        raise HTTPException(422, "no samples in the pushed text")
+    samples = [
+        SampleIn(name=name, labels=dict(labels), value=value)
+        for (name, labels), value in exposition.samples.items()
+        if value == value and abs(value) != float("inf")
+    ]
+    return PushIn(app=app, instance=instance, samples=samples)
+
+
+@router.put(
+    "/apps/{app}/alert-rules",
+    response_model=RulesOut,
+    tags=["alerts"],
+    summary="Replace an application's alert rules (thresholds, burn rates, SLOs)",
+)
+async def put_rules(
+    app: AppId,
+    body: Annotated[RulesIn, Body()],
+    request: Request,
+    actor: Annotated[Actor, Depends(requires("alerts:write"))],
+) -> RulesOut:
+    specs = [spec for rule in body.rules for spec in expand(rule, app)]
+    names = [spec["name"] for spec in specs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise HTTPException(422, f"rule names must be unique; repeated: {', '.join(duplicated)}")
+    for spec in specs:
+        try:
+            rule_from_spec(app, spec)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+    rt = _runtime(request)
+    async with rt.sessions() as session, session.begin():
+        await replace_rules(session, app, specs, actor.subject)
+    async with rt.sessions() as session:
+        return await rules_of(session, app)
+
+
+@router.get("/apps/{app}/alert-rules", response_model=RulesOut, tags=["alerts"])
+async def get_rules(app: AppId, request: Request) -> RulesOut:
+    async with _runtime(request).sessions() as session:
+        return await rules_of(session, app)
+
+
+@router.delete("/apps/{app}/alert-rules", status_code=status.HTTP_204_NO_CONTENT, tags=["alerts"])
+async def delete_rules(
+    app: AppId,
+    request: Request,
+    actor: Annotated[Actor, Depends(requires("alerts:write"))],
+) -> Response:
+    rt = _runtime(request)
+    async with rt.sessions() as session, session.begin():
+        await replace_rules(session, app, [], actor.subject)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/alerts", response_model=list[AlertOut], tags=["alerts"])
+async def get_alerts(
+    request: Request,
+    state: Literal["firing", "resolved"] | None = None,
+    app: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AlertOut]:
+    async with _runtime(request).sessions() as session:
+        return await list_alerts(session, state, app, limit)

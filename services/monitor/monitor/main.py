@@ -1,22 +1,73 @@
 """The monitor service: its app factory and its entry point (`ooda-monitor`)."""
 
+import asyncio
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from monitor.api import router
 from monitor.config import Settings
+from monitor.consumer import subscriptions_for
+from monitor.loops import Monitor
+from monitor.scraper import Scraper
+from monitor.sd import HttpServiceDiscovery, TargetSource
 from monitor.store import messaging
-from ooda.service import create_service_app, run_service
+from ooda.service import Runtime, create_service_app, run_service
 from ooda.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_app(settings: ServiceSettings) -> FastAPI:
-    """The monitor HTTP API with its consumers and outbox relay."""
-    return create_service_app(
-        settings=settings,
+def create_app(settings: ServiceSettings, source: TargetSource | None = None) -> FastAPI:
+    """The monitor HTTP API with its discovery, scrape and retention loops, consumer and relay."""
+    config = (
+        settings
+        if isinstance(settings, Settings)
+        else Settings.model_validate(settings.model_dump())
+    )
+    per_pool = max(1, -(-config.scrape_concurrency // config.scrape_pools))
+    clients = [
+        httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
+            timeout=config.scrape_timeout,
+            follow_redirects=False,
+        )
+        for _ in range(config.scrape_pools)
+    ]
+    sd_client = httpx.AsyncClient(timeout=10.0)
+    monitor = Monitor(
+        source=source or HttpServiceDiscovery(config.cmdb_url, sd_client),
+        scraper=Scraper(
+            clients,
+            timeout_s=config.scrape_timeout,
+            max_bytes=config.scrape_max_bytes,
+            series_limit=config.series_limit,
+            concurrency=config.scrape_concurrency,
+        ),
+        interval_s=config.scrape_interval_seconds,
+        sd_refresh_s=config.sd_refresh_seconds,
+        retention_every_s=config.retention_every_seconds,
+        cpu_request=config.cpu_request_cores,
+    )
+
+    async def close_clients_at_shutdown() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for client in [*clients, sd_client]:
+                await client.aclose()
+
+    async def on_start(rt: Runtime) -> None:
+        # Scrapes are not traced: a span per target per interval would drown real traces.
+        for client in clients:
+            HTTPXClientInstrumentor.uninstrument_client(client)
+        monitor.start(rt)
+        rt.tasks.append(asyncio.create_task(close_clients_at_shutdown()))
+
+    app = create_service_app(
+        settings=config,
         title="OODA monitor",
         description=(
             "Scrapes every instance, aggregates per application and publishes machine-"
@@ -25,7 +76,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         messaging=messaging,
         migrations_dir=MIGRATIONS,
         routers=[router],
+        subscriptions=subscriptions_for(monitor),
+        on_start=on_start,
     )
+    app.state.monitor = monitor
+    return app
 
 
 def run() -> None:

@@ -1,10 +1,17 @@
 """Request and response models of the monitor's HTTP API."""
 
+import re
 from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ooda.events.contracts import MetricValues
+from monitor.domain import Metric, Op
+from ooda.events.contracts import APP_ID_PATTERN, MetricValues
+
+Severity = Literal["info", "warning", "critical"]
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_RULE_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"
 
 
 class ObservationIn(BaseModel):
@@ -37,3 +44,156 @@ class ObservationOut(BaseModel):
     event_id: str
     recorded_by: str
     created: bool = Field(description="false when this window was already recorded")
+
+
+class TargetOut(BaseModel):
+    """One discovered target and the state of its last scrape."""
+
+    instance_id: str
+    app: str
+    url: str
+    labels: dict[str, str]
+    discovered_at: datetime
+    up: bool | None = Field(description="null until the first scrape")
+    last_scrape_at: datetime | None
+    duration_s: float | None
+    last_error: str | None
+    series: int
+    dropped: int
+
+
+class Point(BaseModel):
+    """One step of a range query."""
+
+    window_start: datetime
+    window_end: datetime
+    value: float | None
+
+
+class RangeOut(BaseModel):
+    """A metric of one application over time, one point per step."""
+
+    app: str
+    metric: Metric
+    step_s: float
+    points: list[Point]
+
+
+class SampleIn(BaseModel):
+    """One pushed sample: a metric name, its labels and its value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", max_length=200)
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float = Field(allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def labels_are_named_well(self) -> "SampleIn":
+        for label in self.labels:
+            if not _LABEL.match(label):
+                raise ValueError(f"label name {label!r} is not a valid Prometheus label name")
+        return self
+
+
+class PushIn(BaseModel):
+    """A batch of samples pushed by an agent or batch job for one application's instance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: str = Field(pattern=APP_ID_PATTERN, max_length=128)
+    instance: str = Field(min_length=1, max_length=200)
+    samples: list[SampleIn] = Field(min_length=1)
+
+
+class PushOut(BaseModel):
+    """What a push stored."""
+
+    app: str
+    instance: str
+    at: datetime
+    series: int
+
+
+class ThresholdRuleIn(BaseModel):
+    """Fires while a metric is past a threshold for `for_seconds`; clears past `clear_threshold`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["threshold"] = "threshold"
+    name: str = Field(pattern=_RULE_NAME, max_length=200)
+    metric: Metric
+    op: Op
+    threshold: float
+    for_seconds: float = Field(0.0, ge=0)
+    clear_threshold: float | None = None
+    clear_seconds: float = Field(0.0, ge=0)
+    severity: Severity = "warning"
+
+
+class BurnRateRuleIn(BaseModel):
+    """Fires when an SLO's error budget burns at `burn_rate` or faster over both windows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["burn_rate"] = "burn_rate"
+    name: str = Field(pattern=_RULE_NAME, max_length=200)
+    objective: float = Field(gt=0, lt=1)
+    short_window_seconds: float = Field(gt=0)
+    long_window_seconds: float = Field(gt=0)
+    burn_rate: float = Field(gt=0)
+    clear_burn_rate: float | None = Field(None, gt=0)
+    for_seconds: float = Field(0.0, ge=0)
+    clear_seconds: float = Field(0.0, ge=0)
+    latency_threshold_ms: float | None = Field(None, gt=0)
+    severity: Severity = "critical"
+
+
+class SloRulesIn(BaseModel):
+    """An SLO of the application's spec, expanded into the SRE workbook's fast and slow burns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["slo"] = "slo"
+    objective: float = Field(gt=0, lt=1, description="e.g. 0.999 from spec.slo.availability")
+    latency_threshold_ms: float | None = Field(None, gt=0, description="spec.slo.latency_p99_ms")
+
+
+RuleIn = Annotated[ThresholdRuleIn | BurnRateRuleIn | SloRulesIn, Field(discriminator="kind")]
+
+
+class RulesIn(BaseModel):
+    """The complete set of an application's alert rules (replaces the previous set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[RuleIn]
+
+
+class RuleOut(BaseModel):
+    """One stored rule in its expanded form."""
+
+    name: str
+    spec: dict[str, Any]
+
+
+class RulesOut(BaseModel):
+    """An application's alert rules."""
+
+    app: str
+    rules: list[RuleOut]
+
+
+class AlertOut(BaseModel):
+    """One alert, firing or resolved."""
+
+    alert_id: str
+    app: str
+    rule: str
+    state: Literal["firing", "resolved"]
+    severity: str
+    value: float | None
+    threshold: float
+    summary: str
+    raised_at: datetime
+    resolved_at: datetime | None

@@ -1,5 +1,6 @@
 """Turning one target's exposition into capped samples, and the record of each scrape."""
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,14 @@ class Exposition:
 
 def parse_exposition(text: str, series_limit: int = DEFAULT_SERIES_LIMIT) -> Exposition:
     """Parse Prometheus text format, keeping at most `series_limit` series and counting the rest."""
+    # Plain exposition (what client libraries write) takes a line-level fast path that gives
+    # exactly prometheus-client's result; anything else is left to prometheus-client itself.
+    simple = _parse_plain(text, series_limit)
+    return simple if simple is not None else _parse_with_client(text, series_limit)
+
+
+def _parse_with_client(text: str, series_limit: int) -> Exposition:
+    """The reference path: prometheus-client's parser, with the failing line located."""
     # The parser holds one metric family at a time besides the text itself, so memory is bounded
     # by the body size the scraper accepts plus the cap.
     samples: dict[SeriesKey, float] = {}
@@ -54,6 +63,101 @@ def parse_exposition(text: str, series_limit: int = DEFAULT_SERIES_LIMIT) -> Exp
                     dropped += 1
     except _PARSER_ERRORS as exc:
         raise _locate_error(text, exc) from exc
+    return Exposition(samples, dropped)
+
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_PLAIN_SAMPLE = re.compile(
+    r"([a-zA-Z_:][a-zA-Z0-9_:]*)"
+    r'(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*)?\})?'
+    r"[ \t]+(\S+)(?:[ \t]+(\S+))?"
+)
+_PLAIN_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\\n]*)"')
+# Sample-name suffixes a family of each type owns, as prometheus-client's text parser has them.
+_FAMILY_SUFFIXES = {
+    "counter": ("",),
+    "gauge": ("",),
+    "summary": ("_count", "_sum", ""),
+    "histogram": ("_count", "_sum", "_bucket"),
+}
+
+
+# The same series come back every scrape: their parsed keys are remembered (and shared between
+# snapshots) up to a bound, past which the memo starts over.
+_SERIES_KEYS: dict[tuple[str, str | None], SeriesKey] = {}
+_SERIES_KEYS_HELD = 500_000
+
+
+def _plain_value(token: str) -> float | None:
+    """A value as prometheus-client reads it, None where it would refuse it."""
+    if "_" in token:
+        return None
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+def _parse_plain(text: str, series_limit: int) -> Exposition | None:
+    """prometheus-client's text parsing for unescaped, unquoted exposition; None for the rest."""
+    # Mirrors prometheus_client.parser.text_fd_to_metric_families: the current family's name,
+    # type and owned sample names decide whether a counter sample gains `_total`. Any line it
+    # does not recognise sends the whole text to the reference parser, which decides.
+    samples: dict[SeriesKey, float] = {}
+    dropped = 0
+    family = ""
+    kind = "untyped"
+    owned: tuple[str, ...] = ()
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        if line[0] == "#":
+            if '"' in line or "\\" in line:
+                return None
+            parts = line.split(None, 3)
+            if len(parts) < 2:
+                continue
+            if parts[1] not in ("TYPE", "HELP"):
+                continue
+            if len(parts) < 3 or not _NAME.fullmatch(parts[2]):
+                return None
+            name = parts[2]
+            if parts[1] == "HELP":
+                if name != family:
+                    family, kind, owned = name, "untyped", (name,)
+                continue
+            if len(parts) < 4:
+                return None
+            family, kind = name, parts[3]
+            owned = tuple(name + suffix for suffix in _FAMILY_SUFFIXES.get(kind, ("",)))
+            continue
+        match = _PLAIN_SAMPLE.fullmatch(line)
+        if match is None:
+            return None
+        name, label_text, value_text, stamp = match.groups()
+        value = _plain_value(value_text)
+        if value is None or (stamp is not None and _plain_value(stamp) is None):
+            return None
+        if name in owned:
+            if kind == "counter" and not family.endswith("_total"):
+                name += "_total"
+        else:
+            family, kind, owned = "", "untyped", ()
+        key = _SERIES_KEYS.get((name, label_text))
+        if key is None:
+            pairs = _PLAIN_LABEL.findall(label_text) if label_text else []
+            labels = dict(pairs)
+            if len(labels) != len(pairs) or "__name__" in labels:
+                return None
+            key = (name, tuple(sorted(labels.items())))
+            if len(_SERIES_KEYS) >= _SERIES_KEYS_HELD:
+                _SERIES_KEYS.clear()
+            _SERIES_KEYS[(name, label_text)] = key
+        if len(samples) < series_limit or key in samples:
+            samples[key] = value
+        else:
+            dropped += 1
     return Exposition(samples, dropped)
 
 

@@ -1,0 +1,65 @@
+"""Where scrape targets come from: the CMDB's Prometheus HTTP SD endpoint, behind a Protocol."""
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import httpx
+
+from monitor.domain import Target
+
+SD_PATH = "/v1/sd/prometheus"
+
+
+class ServiceDiscoveryError(Exception):
+    """The discovery endpoint could not be read or answered something unusable."""
+
+
+class TargetSource(Protocol):
+    """Anything that lists the instances to scrape right now."""
+
+    async def targets(self) -> list[Target]:
+        """Every target currently registered (ready instances only)."""
+        ...
+
+
+def targets_from_sd(groups: Any) -> list[Target]:
+    """Targets from a Prometheus HTTP SD document: `[{"targets": [...], "labels": {...}}]`."""
+    if not isinstance(groups, list):
+        raise ServiceDiscoveryError("service discovery answer is not a list of target groups")
+    found: dict[str, Target] = {}
+    for group in groups:
+        if not isinstance(group, dict) or not isinstance(group.get("targets"), list):
+            raise ServiceDiscoveryError(f"malformed target group: {group!r:.200}")
+        labels = group.get("labels") or {}
+        app = labels.get("app")
+        if not app:
+            continue  # a target without an application cannot be aggregated
+        scheme = labels.get("__scheme__", "http")
+        path = labels.get("__metrics_path__", "/metrics")
+        addresses: Sequence[str] = group["targets"]
+        for address in addresses:
+            instance = labels.get("instance") if len(addresses) == 1 else None
+            instance_id = str(instance or address)
+            found[instance_id] = Target(
+                app_id=str(app), instance_id=instance_id, url=f"{scheme}://{address}{path}"
+            )
+    return sorted(found.values(), key=lambda t: t.instance_id)
+
+
+class HttpServiceDiscovery:
+    """Reads `GET {base_url}/v1/sd/prometheus`, the CMDB's Prometheus HTTP SD endpoint."""
+
+    def __init__(self, base_url: str, client: httpx.AsyncClient, timeout_s: float = 5.0) -> None:
+        self.url = base_url.rstrip("/") + SD_PATH
+        self.client = client
+        self.timeout_s = timeout_s
+
+    async def targets(self) -> list[Target]:
+        """Every ready instance the CMDB lists."""
+        try:
+            response = await self.client.get(self.url, timeout=self.timeout_s)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ServiceDiscoveryError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
+        return targets_from_sd(document)

@@ -1,0 +1,154 @@
+"""The service's adapters without I/O beyond memory: SD parsing, the scraper, rules, rows."""
+
+import asyncio
+import math
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from monitor.domain import AppRollup, Histogram, Metric, Target, ThresholdRule
+from monitor.metrics import LatestAggregates
+from monitor.rules import expand, rule_from_spec
+from monitor.schemas import RulesIn
+from monitor.scraper import Scraper
+from monitor.sd import ServiceDiscoveryError, targets_from_sd
+from monitor.store import rollup_from_row, rollup_row
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+
+
+def test_sd_groups_become_targets_with_their_metrics_path() -> None:
+    found = targets_from_sd(
+        [
+            {"targets": ["10.0.0.1:9101"], "labels": {"app": "shop", "instance": "shop-1"}},
+            {
+                "targets": ["10.0.0.2:9101"],
+                "labels": {"app": "cart", "instance": "cart-1", "__metrics_path__": "/m"},
+            },
+            {"targets": ["10.0.0.3:9101"], "labels": {"zone": "z1"}},
+        ]
+    )
+    assert found == [
+        Target("cart", "cart-1", "http://10.0.0.2:9101/m"),
+        Target("shop", "shop-1", "http://10.0.0.1:9101/metrics"),
+    ]
+
+
+def test_a_group_of_several_addresses_names_each_instance_by_its_address() -> None:
+    found = targets_from_sd([{"targets": ["a:1", "b:2"], "labels": {"app": "shop"}}])
+    assert [t.instance_id for t in found] == ["a:1", "b:2"]
+
+
+@pytest.mark.parametrize("document", [{"targets": []}, [{"labels": {}}], ["x"]])
+def test_a_malformed_sd_document_is_an_error_not_an_empty_fleet(document: object) -> None:
+    with pytest.raises(ServiceDiscoveryError):
+        targets_from_sd(document)
+
+
+def scraper_for(handler: object, timeout_s: float = 1.0, max_bytes: int = 10_000) -> Scraper:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+    return Scraper(client, timeout_s=timeout_s, max_bytes=max_bytes, series_limit=2, concurrency=4)
+
+
+async def test_one_slow_target_times_out_without_delaying_the_others() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "slow":
+            await asyncio.sleep(5)
+        return httpx.Response(200, text="a 1\nb 2\nc 3\n")
+
+    scraper = scraper_for(handler, timeout_s=0.2)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    slow, fast = await scraper.scrape_all(
+        [Target("app", "s", "http://slow/metrics"), Target("app", "f", "http://fast/metrics")]
+    )
+    assert loop.time() - began < 1.0
+    assert not slow.up and slow.last_error == "timed out after 0.2s"
+    assert fast.up and fast.series == 2 and fast.dropped == 1
+
+
+async def test_an_oversized_body_and_an_error_status_mark_only_that_target_down() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "big":
+            return httpx.Response(200, content=b"a 1\n" * 10_000)
+        return httpx.Response(503)
+
+    big, failing = await scraper_for(handler).scrape_all(
+        [Target("app", "b", "http://big/metrics"), Target("app", "e", "http://err/metrics")]
+    )
+    assert big.last_error == "response larger than 10000 bytes"
+    assert failing.last_error == "HTTP 503 from http://err/metrics"
+
+
+def test_an_slo_expands_into_fast_and_slow_burn_rules_that_round_trip() -> None:
+    body = RulesIn.model_validate({"rules": [{"kind": "slo", "objective": 0.999}]})
+    specs = expand(body.rules[0], "shop")
+    assert [s["name"] for s in specs] == [
+        "slo-availability-fast-burn",
+        "slo-availability-slow-burn",
+    ]
+    fast = rule_from_spec("shop", specs[0])
+    assert fast.burn_rate == 14.4 and fast.long_window == timedelta(hours=1)  # type: ignore[union-attr]
+
+
+def test_a_threshold_rule_spec_becomes_the_domain_rule() -> None:
+    body = RulesIn.model_validate(
+        {
+            "rules": [
+                {
+                    "kind": "threshold",
+                    "name": "p99",
+                    "metric": "latency_p99_ms",
+                    "op": ">",
+                    "threshold": 250,
+                    "for_seconds": 30,
+                }
+            ]
+        }
+    )
+    (spec,) = expand(body.rules[0], "shop")
+    rule = rule_from_spec("shop", spec)
+    assert isinstance(rule, ThresholdRule)
+    assert rule.metric is Metric.LATENCY_P99_MS and rule.for_duration == timedelta(seconds=30)
+
+
+def rollup(app: str = "shop", rate: float = 12.5) -> AppRollup:
+    return AppRollup(
+        app_id=app,
+        window_start=T0,
+        window_end=T0 + timedelta(seconds=5),
+        values={Metric.REQUEST_RATE: rate, Metric.LATENCY_P99_MS: None},
+        instance_count=3,
+        staleness_s=0.4,
+        requests=62.5,
+        errors=1.0,
+        latency=Histogram((0.1, 0.5, math.inf), (50.0, 60.0, 62.5)),
+    )
+
+
+def test_a_stored_rollup_reads_back_identical_including_its_infinite_bucket() -> None:
+    class Row:
+        def __init__(self, values: dict[str, object]) -> None:
+            self.__dict__.update(values)
+
+    original = rollup()
+    back = rollup_from_row(Row(rollup_row(original, 5.0)))
+    assert back.latency == original.latency
+    assert back.value(Metric.REQUEST_RATE) == 12.5
+    assert back.value(Metric.LATENCY_P99_MS) is None
+    assert (back.requests, back.errors, back.instance_count) == (62.5, 1.0, 3)
+
+
+def test_latest_aggregates_are_exposed_with_an_app_label_and_no_value_for_no_data() -> None:
+    latest = LatestAggregates()
+    latest.update([rollup("shop", 10.0)])
+    latest.update([rollup("shop", 11.0)])
+    families = {f.name: f for f in latest.collect()}
+    (sample,) = families["ooda_app_request_rate"].samples
+    assert sample.labels == {"app": "shop"} and sample.value == 11.0
+    assert families["ooda_app_latency_p99_ms"].samples == []
+    latest.forget({"shop"})
+    assert all(not f.samples for f in latest.collect())
