@@ -35,6 +35,7 @@ bench: venv  ## benchmarks, each beside a baseline measured in the same run
 	deploy/local/ooda-local infra-up
 	.venv/bin/python bench/events.py
 	.venv/bin/python bench/monitor_parse.py
+	.venv/bin/python bench/monitor.py
 
 contracts: venv  ## regenerate the event catalogue (AsyncAPI + JSON Schemas) in docs/events
 	.venv/bin/ooda-contracts asyncapi > docs/events/asyncapi.yaml

@@ -122,7 +122,8 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_tracing(name, settings.trace_exporter)
         engine = create_engine(settings.database_url)
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+        # The instrumentation declares SQLAlchemy < 2.1; its engine hooks work with 2.1 too.
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
         outbox = Outbox(messaging, source=f"/ooda/{name}", topic_prefix=settings.topic_prefix)
         producer = new_producer(settings.kafka_bootstrap, client_id=f"ooda-{name}")
         rt = Runtime(
