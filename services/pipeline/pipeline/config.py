@@ -1,5 +1,8 @@
 """Settings of the pipeline service, read from `PIPELINE_*` and `OODA_*` environment variables."""
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from ooda.settings import ServiceSettings
@@ -12,3 +15,16 @@ class Settings(ServiceSettings):
 
     service_name: str = "pipeline"
     port: int = 8002
+    cmdb_url: str = Field("http://127.0.0.1:8001", description="base URL of the CMDB's HTTP API")
+    data_dir: Path = Field(
+        Path(".local/pipeline"), description="artifacts, per-host caches and instance logs"
+    )
+    executor_poll_seconds: float = Field(0.5, gt=0, description="how often queues are looked at")
+    health_timeout_seconds: float = Field(
+        30.0, gt=0, description="readiness timeout when the spec names none"
+    )
+    stop_timeout_seconds: float = Field(10.0, gt=0, description="SIGTERM grace before SIGKILL")
+    default_batch_percent: int = Field(
+        34, ge=1, le=100, description="batch size of changes that name none (change-requested)"
+    )
+    python: str = Field("python3", description="interpreter that runs artifacts (local driver)")

@@ -1,20 +1,54 @@
 """The pipeline service: its app factory and its entry point (`ooda-pipeline`)."""
 
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from ooda.service import create_service_app, run_service
+from ooda.service import Runtime, create_service_app, run_service
 from ooda.settings import ServiceSettings
+from pipeline.api import router
+from pipeline.bootstrap import build
+from pipeline.cmdb import Cmdb
 from pipeline.config import Settings
+from pipeline.consumer import subscriptions_for
+from pipeline.driver import Driver
+from pipeline.executor import Executor
+from pipeline.gates import MetricGate
 from pipeline.store import messaging
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_app(settings: ServiceSettings) -> FastAPI:
-    """The pipeline HTTP API with its consumers and outbox relay."""
-    return create_service_app(
+def create_app(
+    settings: ServiceSettings,
+    *,
+    cmdb: Cmdb | None = None,
+    driver: Driver | None = None,
+    gates: Sequence[MetricGate] = (),
+) -> FastAPI:
+    """The pipeline HTTP API with its consumer, outbox relay and executor."""
+    if not isinstance(settings, Settings):
+        settings = Settings.model_validate(settings.model_dump())
+    parts = build(settings, cmdb=cmdb, driver=driver, gates=gates)
+
+    async def on_start(rt: Runtime) -> None:
+        parts.executor = Executor(
+            rt.sessions,
+            rt.outbox,
+            parts.cmdb,
+            parts.driver,
+            parts.artifacts,
+            gates=parts.gates,
+            poll_s=settings.executor_poll_seconds,
+            health_timeout_s=settings.health_timeout_seconds,
+        )
+        rt.tasks.append(asyncio.create_task(parts.executor.run()))
+
+    app = create_service_app(
         settings=settings,
         title="OODA pipeline",
         description=(
@@ -23,7 +57,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         ),
         messaging=messaging,
         migrations_dir=MIGRATIONS,
+        routers=[router],
+        subscriptions=subscriptions_for(settings.default_batch_percent, parts.wake),
+        on_start=on_start,
     )
+    app.state.pipeline = parts
+    return app
 
 
 def run() -> None:

@@ -1,6 +1,100 @@
 """Tables of the pipeline service's own database."""
 
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Integer,
+    String,
+    Table,
+    Text,
+    func,
+)
+
 from ooda.db import Messaging, new_metadata
 
 metadata = new_metadata()
 messaging = Messaging(metadata)
+
+changes = Table(
+    "changes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("seq", BigInteger, Identity(), nullable=False, unique=True),
+    Column("app", String(128), nullable=False, index=True),
+    Column("request_id", String(200), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("body", JSON, nullable=False, comment="the domain Change, serialised"),
+    Column("batch", JSON, nullable=False, comment="the BatchSpec the change is cut with"),
+    Column("artifact", String(64), nullable=True),
+    Column("actor", String(200), nullable=False),
+    Column("cause", String(300), nullable=True),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+app_state = Table(
+    "app_state",
+    metadata,
+    Column("app", String(128), primary_key=True),
+    Column("version", String(128), nullable=True),
+    Column("replicas", Integer, nullable=False, server_default="0"),
+    Column("sequence", BigInteger, nullable=False, server_default="0"),
+    Column("artifacts", JSON, nullable=False, comment="version -> artifact sha256"),
+    Column("pin", JSON, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+freezes = Table(
+    "freezes",
+    metadata,
+    Column("scope", String(64), primary_key=True, comment="'global'"),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("until", DateTime(timezone=True), nullable=True),
+)
+
+change_windows = Table(
+    "change_windows",
+    metadata,
+    Column("app", String(128), primary_key=True),
+    Column("windows", JSON, nullable=False, comment="texts such as 'Mon-Fri 09:00-17:00 UTC'"),
+    Column("actor", String(200), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("app", String(128), nullable=False, index=True),
+    Column("change_id", String(64), nullable=True),
+    Column("version", String(128), nullable=False),
+    Column("artifact", String(64), nullable=False),
+    Column("host", String(128), nullable=False),
+    Column("zone", String(128), nullable=False),
+    Column("port", Integer, nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("ready_at", DateTime(timezone=True), nullable=True),
+    Column("stopped_at", DateTime(timezone=True), nullable=True),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("uploaded_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

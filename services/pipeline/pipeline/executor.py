@@ -1,0 +1,466 @@
+"""The executor: admits, plans and runs each application's changes, one active change at a time.
+
+Crash safety: every transition commits before its effect starts (a batch is marked started, an
+instance row is written before its process is spawned), and every effect is idempotent by id
+(a batch re-run adopts instances that already run and skips stops already done). After a restart
+the executor re-adopts running processes, stops orphans, and resumes the batch that was in flight;
+batches recorded as finished are never run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ooda.outbox import Outbox
+from pipeline.artifacts import ArtifactError, ArtifactStore
+from pipeline.cmdb import AppSpec, Cmdb, UnknownApplication
+from pipeline.domain import (
+    FINISHED_STATES,
+    Batch,
+    BatchSpec,
+    Change,
+    ChangeKind,
+    ChangeState,
+    Host,
+    Instance,
+    Plan,
+    PlanningError,
+    Progress,
+    Resources,
+    StartInstance,
+    blocked_by_pin,
+    next_to_start,
+    plan_change,
+    plan_rollback,
+    supersede_scale_requests,
+)
+from pipeline.driver import Driver, InstanceSpec, Running
+from pipeline.gates import GateInstance, MetricGate, wait_ready
+from pipeline.handlers import (
+    app_windows,
+    artifact_map,
+    as_domain,
+    change_row,
+    current_freeze,
+    current_pin,
+    live_instances,
+    load_change,
+    load_queue,
+    remember_artifact,
+    save_change,
+)
+from pipeline.metrics import BATCH_SECONDS
+from pipeline.store import changes, instances
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def current(change: Change) -> tuple[Plan | None, Progress]:
+    """The plan the change is working through (its rollback once one began) and its progress."""
+    if change.state is ChangeState.ROLLING_BACK or change.rollback_plan is not None:
+        return change.rollback_plan, change.rollback_progress
+    return change.rollout_plan, change.rollout_progress
+
+
+class Executor:
+    """Drives every application's queue of changes through plans and batches."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        cmdb: Cmdb,
+        driver: Driver,
+        artifacts: ArtifactStore,
+        *,
+        gates: Sequence[MetricGate] = (),
+        clock: Clock = utcnow,
+        poll_s: float = 0.5,
+        health_timeout_s: float = 30.0,
+    ) -> None:
+        self.sessions = sessions
+        self.outbox = outbox
+        self.cmdb = cmdb
+        self.driver = driver
+        self.artifacts = artifacts
+        self.gates = list(gates)
+        self.clock = clock
+        self.poll_s = poll_s
+        self.health_timeout_s = health_timeout_s
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._specs: dict[str, AppSpec] = {}
+        self._http = httpx.AsyncClient(trust_env=False)  # instances are local addresses
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at the queues now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Re-adopt instances, then drive changes until cancelled; errors are logged, not fatal."""
+        try:
+            while True:
+                try:
+                    await self.reconcile()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("re-adopting instances failed; retrying")
+                    await asyncio.sleep(2.0)
+            while True:
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("executor tick failed; going on")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                self._wake.clear()
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            for task in self._tasks.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._http.aclose()
+
+    async def reconcile(self) -> None:
+        """Adopt running instances the store knows, stop orphans, mark dead instances unhealthy."""
+        running = {r.id: r for r in await asyncio.to_thread(self.driver.running)}
+        orphans: list[str] = []
+        async with self.sessions() as session, session.begin():
+            rows = await session.execute(
+                select(instances).where(instances.c.status != "stopped").with_for_update()
+            )
+            known = {row.id: row for row in rows}
+            for instance_id, proc in running.items():
+                row = known.get(instance_id)
+                if row is None:
+                    orphans.append(instance_id)
+                elif (row.pid, row.port) != (proc.pid, proc.port):
+                    await self._record_process(session, instance_id, proc)
+            for instance_id, row in known.items():
+                if instance_id not in running and row.status != "unhealthy":
+                    await session.execute(
+                        update(instances)
+                        .where(instances.c.id == instance_id)
+                        .values(status="unhealthy")
+                    )
+        for instance_id in orphans:
+            log.warning("stopping orphan instance %s", instance_id)
+            await asyncio.to_thread(self.driver.stop, instance_id)
+        if running:
+            log.info("re-adopted %d running instance(s)", len(running) - len(orphans))
+
+    async def tick(self) -> None:
+        """Start a driver task for every application with unfinished changes and none running."""
+        async with self.sessions() as session:
+            apps = (
+                await session.execute(
+                    select(changes.c.app)
+                    .where(changes.c.state.not_in([s.value for s in FINISHED_STATES]))
+                    .distinct()
+                )
+            ).scalars()
+            for app in apps:
+                task = self._tasks.get(app)
+                if task is None or task.done():
+                    self._tasks[app] = asyncio.create_task(self._drive(app))
+
+    async def _drive(self, app: str) -> None:
+        try:
+            while await self.step(app):
+                pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("driving the changes of %s failed; retrying at the next tick", app)
+
+    async def step(self, app: str) -> bool:
+        """Take one step of the application's queue; False when there is nothing to do now."""
+        now = self.clock()
+        async with self.sessions() as session, session.begin():
+            queue = await load_queue(session, app)
+            active = next((change for change in queue if change.is_active), None)
+            if active is None:
+                return await self._admit(session, app, queue, now)
+            change = active
+            plan, progress = current(change)
+            if change.state is ChangeState.PAUSED and not progress.in_flight:
+                if not change.due_to_resume(now):
+                    return False
+                change.resume(now)
+                await save_change(session, self.outbox, change, now)
+                return True
+            if change.state is ChangeState.ROLLING_BACK and change.rollback_plan is None:
+                await self._plan_rollback(session, change, now)
+                return True
+            if plan is None:
+                return False
+            if not progress.in_flight:
+                change.start_batch(now)
+                await save_change(session, self.outbox, change, now)
+            number, rollback = progress.started, plan.rollback
+            batch = plan.batches[number - 1]
+            versions = await artifact_map(session, app)
+        failure = await self._run_batch(change, batch, versions)
+        now = self.clock()
+        async with self.sessions() as session, session.begin():
+            change = await load_change(session, change.id)
+            plan, progress = current(change)
+            if (
+                plan is not None
+                and progress.in_flight
+                and progress.started == number
+                and plan.rollback == rollback
+            ):
+                if failure is None:
+                    change.batch_succeeded(now)
+                else:
+                    log.warning("change %s batch %d failed: %s", change.id, number, failure)
+                    change.batch_failed(failure, now)
+                await save_change(session, self.outbox, change, now)
+        return True
+
+    async def _admit(
+        self, session: AsyncSession, app: str, queue: list[Change], now: datetime
+    ) -> bool:
+        dropped = supersede_scale_requests(queue, now)
+        for change in dropped:
+            await save_change(session, self.outbox, change, now)
+        waiting = [change for change in queue if not change.is_finished]
+        if not waiting:
+            return False
+        decision = next_to_start(
+            waiting, await current_freeze(session), await app_windows(session, app), now
+        )
+        if decision.start is None:
+            held = decision.held
+            if held is not None and held.reason != decision.reason:
+                held.hold(decision.reason, now)
+                await save_change(session, self.outbox, held, now)
+            return bool(dropped)
+        change = decision.start
+        why = blocked_by_pin(await current_pin(session, app), change)
+        if why is not None:
+            change.abort(why, now)
+        else:
+            await self._plan(session, change, now)
+        await save_change(session, self.outbox, change, now)
+        return True
+
+    async def _spec(self, app: str) -> AppSpec:
+        spec = await self.cmdb.spec(app)
+        self._specs[app] = spec
+        return spec
+
+    async def _plan(self, session: AsyncSession, change: Change, now: datetime) -> None:
+        app = change.application
+        row = await change_row(session, change.id)
+        assert row is not None
+        try:
+            spec = await self._spec(app)
+            hosts = await self.cmdb.hosts()
+            live = [as_domain(r) for r in await live_instances(session, app)]
+            if change.kind in (ChangeKind.DEPLOY, ChangeKind.ROLLBACK):
+                await self._resolve_artifact(session, change, row["artifact"], spec)
+            if change.target.replicas is None and not live and spec.replicas:
+                change.target = change.target.model_copy(update={"replicas": spec.replicas})
+            batch_spec = BatchSpec.model_validate(row["batch"])
+            change.plan(plan_change(change, live, hosts, spec.resources, batch_spec), now)
+        except (PlanningError, UnknownApplication, ArtifactError) as error:
+            change.planning_failed(str(error), now)
+
+    async def _resolve_artifact(
+        self, session: AsyncSession, change: Change, claimed: str | None, spec: AppSpec
+    ) -> None:
+        version = change.target.version
+        assert version is not None
+        known = await artifact_map(session, change.application)
+        sha = claimed or known.get(version)
+        if sha is None and spec.version == version:
+            sha = spec.artifact
+        if sha is None:
+            raise PlanningError(
+                f"no artifact is known for version {version} of {change.application}"
+            )
+        sha = sha.lower().removeprefix("sha256:")
+        await asyncio.to_thread(self.artifacts.verify, self.artifacts.path(sha), sha)
+        await remember_artifact(session, change.application, version, sha)
+
+    async def _plan_rollback(self, session: AsyncSession, change: Change, now: datetime) -> None:
+        app = change.application
+        try:
+            spec = self._specs.get(app) or await self._spec(app)
+            hosts = await self.cmdb.hosts()
+            live = [as_domain(r) for r in await live_instances(session, app)]
+            change.plan(plan_rollback(change, live, hosts, spec.resources), now)
+        except (PlanningError, UnknownApplication) as error:
+            change.planning_failed(f"cannot plan the rollback: {error}", now)
+        except httpx.HTTPError:
+            # Without the CMDB, roll back in place on the instances' own hosts.
+            live = [as_domain(r) for r in await live_instances(session, app)]
+            hosts_in_use = _hosts_of(live)
+            change.plan(
+                plan_rollback(change, live, hosts_in_use, Resources(cpu=0, memory_mb=0)), now
+            )
+        await save_change(session, self.outbox, change, now)
+
+    async def _run_batch(
+        self, change: Change, batch: Batch, versions: dict[str, str]
+    ) -> str | None:
+        """Apply one batch; None when every new instance is healthy, else why the batch failed."""
+        app = change.application
+        spec = self._specs.get(app)
+        if spec is None:
+            with contextlib.suppress(Exception):
+                spec = await self._spec(app)
+        began = time.perf_counter()
+        for stop in batch.stop_first:
+            await self._stop(stop.instance_id)
+        started: list[tuple[StartInstance, Running]] = []
+        artifact_s = start_s = 0.0
+        for start in batch.start:
+            sha = versions.get(start.version)
+            if sha is None:
+                return f"no artifact is known for version {start.version}"
+            t0 = time.perf_counter()
+            try:
+                placed = await asyncio.to_thread(self.artifacts.on_host, sha, start.host)
+            except ArtifactError as error:
+                return str(error)
+            t1 = time.perf_counter()
+            artifact_s += t1 - t0
+            await self._record_starting(change, start, sha)
+            env = {}
+            if spec is not None and spec.capacity_rps:
+                env["WORKLOAD_CAPACITY_RPS"] = f"{spec.capacity_rps:g}"
+            running = await asyncio.to_thread(
+                self.driver.start,
+                InstanceSpec(
+                    id=start.instance_id,
+                    app=app,
+                    version=start.version,
+                    host=start.host,
+                    zone=start.zone,
+                    artifact=placed.path,
+                    env=env,
+                ),
+            )
+            async with self.sessions() as session, session.begin():
+                await self._record_process(session, start.instance_id, running)
+            start_s += time.perf_counter() - t1
+            started.append((start, running))
+        BATCH_SECONDS.labels(phase="artifact").observe(artifact_s)
+        BATCH_SECONDS.labels(phase="start").observe(start_s)
+        t2 = time.perf_counter()
+        path = spec.health_path if spec else "/readyz"
+        timeout = (spec.health_timeout_s if spec else None) or self.health_timeout_s
+        verdicts = await asyncio.gather(
+            *(
+                wait_ready(
+                    self._http,
+                    running.endpoint + path,
+                    timeout,
+                    functools.partial(self.driver.alive, start.instance_id),
+                )
+                for start, running in started
+            )
+        )
+        BATCH_SECONDS.labels(phase="health").observe(time.perf_counter() - t2)
+        failures = []
+        async with self.sessions() as session, session.begin():
+            for (start, _), verdict in zip(started, verdicts, strict=True):
+                ok = verdict is None
+                await session.execute(
+                    update(instances)
+                    .where(instances.c.id == start.instance_id)
+                    .values(
+                        status="running" if ok else "unhealthy",
+                        ready_at=self.clock() if ok else None,
+                    )
+                )
+                if not ok:
+                    detail = verdict
+                    if not self.driver.alive(start.instance_id):
+                        detail = self.driver.describe_exit(start.instance_id)
+                    failures.append(f"instance {start.instance_id} {detail}")
+        if failures:
+            return "; ".join(failures)
+        gate_view = [
+            GateInstance(s.instance_id, app, s.version, s.zone, r.endpoint) for s, r in started
+        ]
+        for gate in self.gates:
+            reason = await gate.check(app, gate_view)
+            if reason is not None:
+                return f"metric gate: {reason}"
+        for stop in batch.stop:
+            await self._stop(stop.instance_id)
+        BATCH_SECONDS.labels(phase="total").observe(time.perf_counter() - began)
+        return None
+
+    async def _record_starting(self, change: Change, start: StartInstance, sha: str) -> None:
+        values: dict[str, Any] = {
+            "app": change.application,
+            "change_id": change.id,
+            "version": start.version,
+            "artifact": sha,
+            "host": start.host,
+            "zone": start.zone,
+            "status": "starting",
+        }
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                insert(instances)
+                .values(id=start.instance_id, **values)
+                .on_conflict_do_update(index_elements=["id"], set_=values)
+            )
+
+    @staticmethod
+    async def _record_process(session: AsyncSession, instance_id: str, proc: Running) -> None:
+        await session.execute(
+            update(instances)
+            .where(instances.c.id == instance_id)
+            .values(
+                pid=proc.pid, port=proc.port, started_at=datetime.fromisoformat(proc.started_at)
+            )
+        )
+
+    async def _stop(self, instance_id: str) -> None:
+        t0 = time.perf_counter()
+        await asyncio.to_thread(self.driver.stop, instance_id)
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(instances)
+                .where(instances.c.id == instance_id, instances.c.status != "stopped")
+                .values(status="stopped", stopped_at=self.clock())
+            )
+        BATCH_SECONDS.labels(phase="stop").observe(time.perf_counter() - t0)
+
+
+def _hosts_of(live: Sequence[Instance]) -> list[Host]:
+    return [
+        Host(id=host, zone=zone, pool="unknown", free=Resources(cpu=0, memory_mb=0))
+        for host, zone in sorted({(i.host, i.zone) for i in live})
+    ]

@@ -1,0 +1,20 @@
+"""Prometheus metrics of the pipeline service."""
+
+from prometheus_client import Counter, Histogram
+
+ARTIFACT_DISTRIBUTION_SECONDS = Histogram(
+    "pipeline_artifact_distribution_seconds",
+    "Time to place a verified artifact on a host (copied=false: it was cached already).",
+    ["copied"],
+)
+BATCH_SECONDS = Histogram(
+    "pipeline_batch_seconds",
+    "Time to run one batch, by phase.",
+    ["phase"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+CHANGES_FINISHED = Counter(
+    "pipeline_changes_finished_total", "Changes that reached an outcome.", ["kind", "outcome"]
+)
+INSTANCES_STARTED = Counter("pipeline_instances_started_total", "Instances started by a driver.")
+INSTANCES_STOPPED = Counter("pipeline_instances_stopped_total", "Instances stopped by a driver.")

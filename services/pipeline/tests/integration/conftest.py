@@ -1,0 +1,287 @@
+"""A fake CMDB over real HTTP, workload artifacts, and the pipeline on real Kafka and PostgreSQL.
+
+The fake CMDB is a stdlib HTTP server (a thread on a free port) that answers the reads of
+docs/interfaces.md from dicts the test fills. Artifacts are real zipapps of examples/workload;
+a "bad" build bakes a failure switch into its `__main__`. Every instance process a test's
+pipeline started is killed at the end (found through the driver's records in the data dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from ooda.events import Event, decode
+from ooda.testing import REPO, Infra, RunningService, running_service, unique
+from pipeline.config import Settings
+from pipeline.main import MIGRATIONS, create_app
+
+WORKLOAD = REPO / "examples" / "workload"
+
+
+@dataclass
+class FakeCmdb:
+    """Applications, specs and hosts, served at the CMDB's read paths."""
+
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def add_app(self, app: str, owner: str = "shop-team", replicas: int = 3) -> None:
+        self.apps[app] = {"id": app, "kind": "application", "owner_team": owner, "tier": "web"}
+        self.specs[app] = {
+            "revision": 1,
+            "artifact": None,
+            "version": None,
+            "replicas": {"min": 1, "max": 20, "desired": replicas},
+            "resources": {"cpu_millis": 100, "memory_mib": 64},
+            "health_check": {"path": "/readyz", "timeout_seconds": 4},
+        }
+
+    def add_hosts(self, zones: tuple[str, ...] = ("z1", "z2", "z3"), per_zone: int = 2) -> None:
+        for zone in zones:
+            for n in range(per_zone):
+                self.hosts.append(
+                    {
+                        "id": f"host-{zone}-{n}",
+                        "zone_id": zone,
+                        "pool_id": "general",
+                        "address": "127.0.0.1",
+                        "cpu_millis": 4000,
+                        "memory_mib": 8192,
+                        "status": "up",
+                        "allocated": {"cpu_millis": 0, "memory_mib": 0},
+                    }
+                )
+
+    def answer(self, path: str) -> tuple[int, Any]:
+        parts = path.split("?", 1)[0].strip("/").split("/")
+        if parts == ["v1", "hosts"]:
+            return 200, {"items": self.hosts, "next": None}
+        if len(parts) == 3 and parts[:2] == ["v1", "apps"] and parts[2] in self.apps:
+            return 200, self.apps[parts[2]]
+        if len(parts) == 4 and parts[3] == "spec" and parts[2] in self.specs:
+            return 200, self.specs[parts[2]]
+        return 404, {"detail": f"no {path}"}
+
+
+@pytest.fixture(scope="session")
+def cmdb() -> Iterator[FakeCmdb]:
+    fake = FakeCmdb()
+    fake.add_hosts()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            code, body = fake.answer(self.path)
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+def build_artifact(out: Path, **baked_env: str) -> bytes:
+    """A zipapp of the sample workload, with environment defaults baked into its entry point."""
+    source = out.parent / f"{out.stem}-src"
+    shutil.copytree(WORKLOAD, source, ignore=shutil.ignore_patterns("__pycache__"))
+    if baked_env:
+        main = source / "__main__.py"
+        lines = "".join(f"os.environ.setdefault({k!r}, {v!r})\n" for k, v in baked_env.items())
+        main.write_text("import os\n" + lines + main.read_text())
+    subprocess.run([sys.executable, "-m", "zipapp", str(source), "-o", str(out)], check=True)
+    return out.read_bytes()
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    good: bytes
+    bad: bytes
+    slow: bytes
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    folder = tmp_path_factory.mktemp("artifacts")
+    return Artifacts(
+        good=build_artifact(folder / "good.pyz", WORKLOAD_WARMUP_SECONDS="0.1"),
+        bad=build_artifact(folder / "bad.pyz", WORKLOAD_FAIL="unhealthy"),
+        slow=build_artifact(folder / "slow.pyz", WORKLOAD_WARMUP_SECONDS="1.0"),
+    )
+
+
+def kill_instances(data_dir: Path) -> None:
+    """Kill every instance process the pipeline recorded under `data_dir`."""
+    for record in (data_dir / "instances").glob("*/instance.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pid = int(json.loads(record.read_text())["pid"])
+            if instance_runs(pid, record.parent.name):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def instance_runs(pid: int, instance_id: str) -> bool:
+    """Whether `pid` is alive and runs instance `instance_id`."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return False
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"WORKLOAD_INSTANCE={instance_id}".encode() in environ
+
+
+def running_instance_ids(data_dir: Path) -> set[str]:
+    """Ids of the instances whose processes run now, from the driver's records."""
+    found = set()
+    for record in (data_dir / "instances").glob("*/instance.json"):
+        pid = int(json.loads(record.read_text())["pid"])
+        if instance_runs(pid, record.parent.name):
+            found.add(record.parent.name)
+    return found
+
+
+def pipeline_settings(cmdb: FakeCmdb, data_dir: Path) -> dict[str, Any]:
+    return {
+        "cmdb_url": cmdb.url,
+        "data_dir": data_dir,
+        "executor_poll_seconds": 0.1,
+        "health_timeout_seconds": 4.0,
+        "stop_timeout_seconds": 3.0,
+    }
+
+
+@asynccontextmanager
+async def pipeline(infra: Infra, cmdb: FakeCmdb, data_dir: Path) -> AsyncIterator[RunningService]:
+    """The pipeline in-process on fresh database and topics; its instances killed after."""
+    try:
+        async with running_service(
+            infra,
+            "pipeline",
+            Settings,
+            create_app,
+            MIGRATIONS,
+            **pipeline_settings(cmdb, data_dir),
+        ) as svc:
+            yield svc
+    finally:
+        kill_instances(data_dir)
+
+
+async def upload(client: httpx.AsyncClient, headers: dict[str, str], data: bytes, name: str) -> str:
+    """Upload an artifact; its sha256."""
+    response = await client.post(
+        "/v1/artifacts", params={"name": name}, content=data, headers=headers
+    )
+    assert response.status_code in (200, 201), response.text
+    return str(response.json()["sha256"])
+
+
+async def wait_for_change(
+    client: httpx.AsyncClient,
+    change_id: str,
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float = 40,
+) -> dict[str, Any]:
+    """Poll the change until `done` holds; fail with its last state."""
+    last: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                response = await client.get(f"/v1/changes/{change_id}")
+                if response.status_code == 200:
+                    last = response.json()
+                    if done(last):
+                        return last
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"change {change_id} stuck: {json.dumps(last)[:2000]}") from None
+
+
+def finished(change: dict[str, Any]) -> bool:
+    return change["state"] in ("succeeded", "failed", "rolled_back", "aborted")
+
+
+async def read_events(
+    infra: Infra,
+    topic: str,
+    done: Callable[[list[Event]], bool],
+    timeout: float = 20,
+    settle: float = 0.0,
+) -> list[Event]:
+    """Events of `topic` from the beginning until `done` holds (then `settle` seconds more)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=infra.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=unique("reader"),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[Event] = []
+    try:
+        async with asyncio.timeout(timeout + settle):
+            while not done(found):
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    found.extend(decode(r.key, r.headers, r.value) for r in records)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + settle
+            while loop.time() < end:
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    found.extend(decode(r.key, r.headers, r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+@dataclass
+class Kit:
+    """What the pipeline's integration tests use, handed out as one fixture."""
+
+    infra: Infra
+    cmdb: FakeCmdb
+    artifacts: Artifacts
+    pipeline: Callable[..., Any] = pipeline
+    upload: Callable[..., Any] = upload
+    wait_for_change: Callable[..., Any] = wait_for_change
+    finished: Callable[[dict[str, Any]], bool] = finished
+    read_events: Callable[..., Any] = read_events
+    running_instance_ids: Callable[[Path], set[str]] = running_instance_ids
+    kill_instances: Callable[[Path], None] = kill_instances
+    settings: Callable[..., dict[str, Any]] = pipeline_settings
+
+
+@pytest.fixture
+def kit(infra: Infra, cmdb: FakeCmdb, artifacts: Artifacts) -> Kit:
+    return Kit(infra, cmdb, artifacts)
