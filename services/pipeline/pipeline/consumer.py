@@ -17,6 +17,7 @@ from ooda.consumer import PermanentError
 from ooda.events import Event, spec_for_payload
 from ooda.events.contracts import ChangeRequested, ChangeTarget
 from ooda.service import Runtime, Subscription
+from pipeline.artifacts import ArtifactError, normalise_digest
 from pipeline.domain import (
     BatchSpec,
     Cause,
@@ -64,12 +65,12 @@ def subscriptions_for(
                     actor=req.requested_by,
                     cause=Cause(kind=CauseKind.EVENT, id=event.id),
                     cause_text=req.cause or event.id,
-                    artifact=req.target.artifact,
+                    artifact=normalise_digest(req.target.artifact) if req.target.artifact else None,
                     reason=req.reason,
                     emergency=req.emergency,
                 )
                 await request_change(session, rt.outbox, cmd, utcnow())
-            except (DomainError, ValidationError, ValueError) as error:
+            except (DomainError, ValidationError, ValueError, ArtifactError) as error:
                 raise PermanentError(f"invalid change request {req.request_id}: {error}") from error
             wake()
 
