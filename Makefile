@@ -1,5 +1,5 @@
 # OODA: every routine command is one target calling a real tool.
-.PHONY: help venv up down status demo test unit lint typecheck bench contracts evaluate clean
+.PHONY: help venv up down status demo test unit lint typecheck bench contracts dashboards evaluate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ lint: venv  ## ruff
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
 typecheck: venv  ## mypy
-	.venv/bin/mypy libs/common/ooda services/cmdb/cmdb services/pipeline/pipeline services/monitor/monitor services/elastic/elastic services/decision/decision
+	.venv/bin/mypy libs/common/ooda services/cmdb/cmdb services/pipeline/pipeline services/monitor/monitor services/elastic/elastic services/decision/decision cli/ooda_cli
 
 bench: venv  ## benchmarks, each beside a baseline measured in the same run
 	deploy/local/ooda-local infra-up
@@ -40,6 +40,10 @@ bench: venv  ## benchmarks, each beside a baseline measured in the same run
 contracts: venv  ## regenerate the event catalogue (AsyncAPI + JSON Schemas) in docs/events
 	.venv/bin/ooda-contracts asyncapi > docs/events/asyncapi.yaml
 	.venv/bin/ooda-contracts schemas docs/events/schemas
+	.venv/bin/ooda-catalogue docs/catalogue
+
+dashboards: venv  ## regenerate the Grafana dashboards and deploy/prometheus/prometheus.yml
+	.venv/bin/python deploy/grafana/generate.py
 
 clean: down  ## stop everything and delete local state (.local)
 	rm -rf .local

@@ -21,6 +21,6 @@ echo "==> ruff"
 .venv/bin/ruff format --check .
 echo "==> mypy"
 .venv/bin/mypy libs/common/ooda services/cmdb/cmdb services/pipeline/pipeline \
-  services/monitor/monitor services/elastic/elastic services/decision/decision
+  services/monitor/monitor services/elastic/elastic services/decision/decision cli/ooda_cli
 echo "==> pytest"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,3 @@
+"""The `ooda` command line: where people meet the platform."""
+
+__version__ = "0.1.0"

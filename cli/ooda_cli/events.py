@@ -1,0 +1,179 @@
+"""`ooda events tail`: read a topic from any offset and pretty-print its CloudEvents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.json import JSON
+
+from ooda.events import DecodeError, Event, decode
+from ooda.events.contracts import topics
+from ooda_cli.client import FAILED, OK, UNAVAILABLE, USAGE, CliError
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """The broker and the topic prefix of the platform to read (`OODA_KAFKA_BOOTSTRAP`, ...)."""
+
+    bootstrap: str
+    prefix: str
+
+
+def kafka_settings(env: dict[str, str] | None = None) -> KafkaSettings:
+    env = dict(os.environ) if env is None else env
+    return KafkaSettings(
+        env.get("OODA_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), env.get("OODA_TOPIC_PREFIX", "")
+    )
+
+
+def event_record(event: Event, topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """A decoded event as one JSON-ready dict: where it was, its CloudEvents attributes, data."""
+    return {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "subject": event.subject,
+        "time": event.time.isoformat(),
+        "data": event.data.model_dump(mode="json"),
+    }
+
+
+def render(
+    console: Console,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+    value: bytes | None,
+    raw: bool,
+) -> bool:
+    """Print one record; True when it decoded as a platform event."""
+    try:
+        event = decode(key, headers, value)
+    except DecodeError as exc:
+        if raw:
+            console.print_json(
+                data={"topic": topic, "partition": partition, "offset": offset, "error": str(exc)}
+            )
+        else:
+            console.print(f"[red]{topic}[{partition}]@{offset} undecodable:[/] {exc}")
+        return False
+    record = event_record(event, topic, partition, offset)
+    if raw:
+        console.print(json.dumps(record), soft_wrap=True, markup=False, highlight=False)
+        return True
+    console.rule(
+        f"[bold]{event.type}[/] · {event.subject} · {topic}[{partition}]@{offset}", align="left"
+    )
+    console.print(f"id {event.id}  source {event.source}  time {record['time']}")
+    console.print(JSON.from_data(record["data"]))
+    return True
+
+
+async def _tail(
+    topic: str,
+    from_beginning: bool,
+    offset: int | None,
+    count: int | None,
+    idle: float | None,
+    raw: bool,
+    console: Console,
+    settings: KafkaSettings,
+) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    name = settings.prefix + topic
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=10_000,
+        connections_max_idle_ms=60_000,
+    )
+    try:
+        async with asyncio.timeout(15):
+            await consumer.start()
+    except (KafkaConnectionError, KafkaError, TimeoutError, OSError) as exc:
+        await consumer.stop()
+        raise CliError(
+            f"Kafka is unavailable at {settings.bootstrap} ({exc!r}); is the platform running, "
+            "or is OODA_KAFKA_BOOTSTRAP right?",
+            UNAVAILABLE,
+        ) from exc
+    try:
+        # aiokafka offers no public call giving a topic's partitions without a group
+        metadata = await consumer._client.fetch_all_metadata()
+        ids = metadata.partitions_for_topic(name)
+        if not ids:
+            raise CliError(f"topic {name!r} does not exist on {settings.bootstrap}", FAILED)
+        assigned = [TopicPartition(name, p) for p in sorted(ids)]
+        consumer.assign(assigned)
+        if from_beginning:
+            await consumer.seek_to_beginning(*assigned)
+        elif offset is not None:
+            ends = await consumer.end_offsets(assigned)
+            starts = await consumer.beginning_offsets(assigned)
+            for tp in assigned:
+                consumer.seek(tp, min(max(offset, starts[tp]), ends[tp]))
+        else:
+            await consumer.seek_to_end(*assigned)
+        seen = 0
+        while count is None or seen < count:
+            batch = await consumer.getmany(timeout_ms=int((idle or 3600) * 1000))
+            if not batch:
+                if idle is not None:
+                    break
+                continue
+            for tp, records in sorted(batch.items(), key=lambda kv: kv[0].partition):
+                for record in records:
+                    headers = [(k, v) for k, v in record.headers]
+                    render(
+                        console,
+                        topic,
+                        tp.partition,
+                        record.offset,
+                        record.key,
+                        headers,
+                        record.value,
+                        raw,
+                    )
+                    seen += 1
+                    if count is not None and seen >= count:
+                        break
+                if count is not None and seen >= count:
+                    break
+        if not raw:
+            console.print(f"[dim]{seen} event(s)[/]")
+        return OK
+    finally:
+        await consumer.stop()
+
+
+def tail(
+    topic: str,
+    from_beginning: bool,
+    offset: int | None,
+    count: int | None,
+    idle: float | None,
+    raw: bool,
+    console: Console,
+    settings: KafkaSettings,
+) -> int:
+    """Read `topic` (a catalog topic or its `.dlq`) and print each event; the exit code."""
+    if topic not in topics():
+        raise CliError(f"unknown topic {topic!r}; one of: {', '.join(topics())}", USAGE)
+    try:
+        return asyncio.run(
+            _tail(topic, from_beginning, offset, count, idle, raw, console, settings)
+        )
+    except KeyboardInterrupt:
+        return OK
