@@ -1,11 +1,24 @@
 """Use cases of the decision center, one async function each."""
 
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from decision.store import load_history
-from ooda.events import Event, MetricObserved
-from ooda.telemetry import trace_id_of
+from decision.cmdb import SpecSource
+from decision.engine import AppModel, Engine, decision_id
+from decision.store import app_state, decisions, load_history
+from ooda.events import DeployDone, Event, MetricObserved, ScaleDecided
+from ooda.events.contracts import Forecast
+from ooda.outbox import Outbox
+from ooda.telemetry import context_from, trace_id_of, tracer
+
+DELAY_SMOOTHING = 0.3  # weight of the newest deploy-done timing in the learned delay
 
 
 async def remember_observations(session: AsyncSession, events: list[Event]) -> None:
@@ -30,3 +43,186 @@ async def remember_observations(session: AsyncSession, events: list[Event]) -> N
         insert(load_history).on_conflict_do_nothing(constraint="uq_load_history_app_window_end"),
         rows,
     )
+
+
+async def _warm_model(
+    session: AsyncSession, engine: Engine, specs: SpecSource, app: str, before: datetime
+) -> AppModel:
+    """Rebuild an application's model by replaying its stored history before `before`."""
+    state = (await session.execute(select(app_state).where(app_state.c.app == app))).one_or_none()
+    model = engine.new_model(app, await specs.hints(app), state.delay_s if state else None)
+    history = await session.execute(
+        select(load_history)
+        .where(load_history.c.app == app, load_history.c.window_end < before)
+        .order_by(load_history.c.window_end)
+    )
+    for row in history:
+        model.step(
+            MetricObserved(
+                app=app,
+                window_start=row.window_start,
+                window_end=row.window_end,
+                values=row.values,
+                instance_count=row.instance_count,
+            )
+        )
+    if state is not None and state.desired_replicas is not None:
+        model.desired = state.desired_replicas
+    return model
+
+
+async def observe_and_decide(
+    session: AsyncSession,
+    events: list[Event],
+    *,
+    engine: Engine,
+    specs: SpecSource,
+    outbox: Outbox,
+    fresh_windows: int,
+    now: datetime | None = None,
+) -> None:
+    """Learn each observed window, decide the replicas after it, and publish fresh changes."""
+    await remember_observations(session, events)
+    by_app: dict[str, list[Event]] = {}
+    for event in events:
+        by_app.setdefault(event.subject, []).append(event)
+    # Models advance in memory before the commit: if the transaction rolls back, forget them so
+    # they are rebuilt from what the database really holds.
+    touched = set(by_app)
+    sa_event.listen(
+        session.sync_session, "after_rollback", lambda _s: engine.forget(touched), once=True
+    )
+    now = now or datetime.now(UTC)
+    for app, app_events in by_app.items():
+        app_events.sort(key=lambda e: e.data.window_end)  # type: ignore[attr-defined]
+        first = app_events[0].data
+        assert isinstance(first, MetricObserved)
+        model = engine.models.get(app) or await _warm_model(
+            session, engine, specs, app, first.window_end
+        )
+        for event in app_events:
+            await _decide(session, model, event, outbox, fresh_windows, now)
+
+
+async def _decide(
+    session: AsyncSession,
+    model: AppModel,
+    event: Event,
+    outbox: Outbox,
+    fresh_windows: int,
+    now: datetime,
+) -> None:
+    obs = event.data
+    assert isinstance(obs, MetricObserved)
+    previous = model.desired
+    result = model.step(obs)
+    if result is None:
+        return
+    decision, per_instance = result
+    step = obs.window_end - obs.window_start
+    ready = obs.values.ready_instances
+    ready = obs.instance_count if ready is None else ready
+    baseline = previous if previous is not None else ready
+    fresh = obs.window_end >= now - fresh_windows * max(step, timedelta(seconds=1))
+    publish = fresh and decision.replicas != baseline
+    explanation = decision.explanation()
+    forecast = explanation["forecast"]
+    did = decision_id(obs.app, obs.window_end)
+    event_id = None
+    if publish:
+        payload = ScaleDecided(
+            app=obs.app,
+            decision_id=did,
+            policy=decision.policy,
+            current_replicas=ready,
+            desired_replicas=decision.replicas,
+            forecast=Forecast(
+                horizon_s=forecast["horizon_s"],
+                value=forecast["value"],
+                quantile=forecast["quantile"],
+            )
+            if forecast
+            else None,
+            capacity_per_instance=per_instance if per_instance > 0 else None,
+            reason=decision.reason,
+            inputs={
+                k: v
+                for k, v in explanation["inputs"].items()
+                if not isinstance(v, float) or math.isfinite(v)
+            },
+        )
+        # A batch handler runs under one span for the whole batch; publish this decision inside
+        # the trace of the observation that caused it, so the loop stays one trace.
+        with tracer.start_as_current_span(
+            f"decide {obs.app}", context=context_from(event.traceparent, event.tracestate)
+        ):
+            event_id = outbox.add(session, payload).id
+    await session.execute(
+        insert(decisions)
+        .values(
+            decision_id=did,
+            app=obs.app,
+            window_end=obs.window_end,
+            policy=decision.policy,
+            current_replicas=ready,
+            desired_replicas=decision.replicas,
+            capacity_per_instance=per_instance,
+            forecast=forecast,
+            reason=decision.reason[:500],
+            inputs={k: v for k, v in explanation["inputs"].items() if _json_safe(v)},
+            published=publish,
+            event_id=event_id,
+        )
+        .on_conflict_do_nothing()
+    )
+    if publish:
+        await _save_state(session, obs.app, desired_replicas=decision.replicas)
+
+
+def _json_safe(value: object) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+async def _save_state(session: AsyncSession, app: str, **values: object) -> None:
+    stmt = insert(app_state).values(app=app, **values)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[app_state.c.app], set_={**values, "updated_at": datetime.now(UTC)}
+        )
+    )
+
+
+async def learn_from_deploy(session: AsyncSession, event: Event, *, engine: Engine) -> None:
+    """Take the replica count a change left and how long it took (the provisioning delay)."""
+    done = event.data
+    assert isinstance(done, DeployDone)
+    state = (
+        await session.execute(select(app_state).where(app_state.c.app == done.app))
+    ).one_or_none()
+    if (
+        state is not None
+        and state.last_sequence is not None
+        and done.sequence <= state.last_sequence
+    ):
+        return  # an older or replayed change: newer state wins
+    began = done.requested_at or done.started_at
+    took = max((done.finished_at - began).total_seconds(), 0.0)
+    delay = (
+        took
+        if state is None or state.delay_s is None
+        else ((1 - DELAY_SMOOTHING) * state.delay_s + DELAY_SMOOTHING * took)
+    )
+    if done.kind not in ("scale", "deploy", "migrate") or done.outcome != "succeeded":
+        delay = state.delay_s if state is not None else None
+    await _save_state(
+        session,
+        done.app,
+        desired_replicas=done.replicas,
+        delay_s=delay,
+        last_sequence=done.sequence,
+    )
+    model = engine.models.get(done.app)
+    if model is not None:
+        model.desired = done.replicas
+        if delay:
+            model.delay_s = delay

@@ -5,8 +5,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from decision.api import router
+from decision.cmdb import HttpSpecSource, SpecSource
 from decision.config import Settings
 from decision.consumer import subscriptions
+from decision.engine import Engine
 from decision.store import messaging
 from ooda.service import create_service_app, run_service
 from ooda.settings import ServiceSettings
@@ -14,9 +16,11 @@ from ooda.settings import ServiceSettings
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_app(settings: ServiceSettings) -> FastAPI:
+def create_app(settings: ServiceSettings, specs: SpecSource | None = None) -> FastAPI:
     """The decision HTTP API with its consumers and outbox relay."""
-    return create_service_app(
+    assert isinstance(settings, Settings)
+    engine = Engine(settings.default_policy, settings.prior_capacity_rps, settings.default_delay_s)
+    app = create_service_app(
         settings=settings,
         title="OODA decision center",
         description=(
@@ -25,8 +29,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         messaging=messaging,
         migrations_dir=MIGRATIONS,
         routers=[router],
-        subscriptions=subscriptions,
+        subscriptions=subscriptions(engine, specs or HttpSpecSource(settings.cmdb_url), settings),
     )
+    app.state.engine = engine
+    return app
 
 
 def run() -> None:

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from decision.store import load_history
+from decision.store import decisions, load_history
 
 
 class LoadPoint(BaseModel):
@@ -33,3 +33,40 @@ async def recent_load(session: AsyncSession, app: str, limit: int) -> list[LoadP
         )
     ).all()
     return [LoadPoint.model_validate(r._mapping) for r in reversed(rows)]
+
+
+class DecisionOut(BaseModel):
+    """One decision and why it was taken."""
+
+    decision_id: str
+    app: str
+    window_end: datetime
+    policy: str
+    current_replicas: int
+    desired_replicas: int
+    capacity_per_instance: float | None
+    forecast: dict[str, Any] | None
+    reason: str
+    inputs: dict[str, Any]
+    published: bool
+    event_id: str | None
+    decided_at: datetime
+
+
+async def recent_decisions(
+    session: AsyncSession, app: str, limit: int, published_only: bool
+) -> list[DecisionOut]:
+    """The newest `limit` decisions of an application, oldest first."""
+    query = select(decisions).where(decisions.c.app == app)
+    if published_only:
+        query = query.where(decisions.c.published.is_(True))
+    rows = (await session.execute(query.order_by(decisions.c.window_end.desc()).limit(limit))).all()
+    return [DecisionOut.model_validate(r._mapping) for r in reversed(rows)]
+
+
+async def one_decision(session: AsyncSession, decision_id: str) -> DecisionOut | None:
+    """A decision by id."""
+    row = (
+        await session.execute(select(decisions).where(decisions.c.decision_id == decision_id))
+    ).one_or_none()
+    return DecisionOut.model_validate(row._mapping) if row else None

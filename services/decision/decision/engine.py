@@ -1,0 +1,119 @@
+"""The live decision engine: one stateful policy and capacity model per application.
+
+The same policy objects the offline evaluator replays (`decision.models`) run here, fed one
+`metric-observed` window at a time. State lives in memory and is rebuilt from the stored load
+history when a process starts (or after a rolled-back transaction), so a restart decides as if it
+had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from decision.cmdb import SpecHints
+from decision.models import CapacityEstimator, Decision, Observation, Policy, make_policy
+from decision.models.capacity import Targets
+from ooda.events import MetricObserved
+
+DEFAULT_LATENCY_MS = 500.0  # p99 objective when the spec declares none
+OVERLOAD_ERROR_RATE = 0.05  # share of failed requests that means instances are overloaded
+NAMESPACE = uuid.UUID("6a1b8f0e-6f7c-4e55-9d0e-0dd0c15e0a11")
+
+
+def decision_id(app: str, window_end: datetime) -> str:
+    """The same window of the same application always gets the same decision id."""
+    return str(uuid.uuid5(NAMESPACE, f"{app}|{window_end.isoformat()}"))
+
+
+@dataclass
+class AppModel:
+    """Everything the engine remembers about one application."""
+
+    app: str
+    policy: Policy
+    capacity: CapacityEstimator
+    targets: Targets
+    delay_s: float
+    desired: int | None = None
+    last_window_end: datetime | None = None
+    observed: int = field(default=0)
+
+    def step(self, obs: MetricObserved) -> tuple[Decision, float] | None:
+        """Decide for the window after `obs`; None when the window was already seen."""
+        if self.last_window_end is not None and obs.window_end <= self.last_window_end:
+            return None
+        self.last_window_end = obs.window_end
+        self.observed += 1
+        values = obs.values
+        load = values.request_rate if values.request_rate is not None else math.nan
+        ready = values.ready_instances if values.ready_instances is not None else obs.instance_count
+        latency = values.latency_p99_ms
+        if (
+            values.error_rate is not None
+            and values.error_rate > OVERLOAD_ERROR_RATE
+            and self.targets.latency_p99_ms is not None
+        ):
+            # Instances shedding load (5xx) are past their capacity whatever their latency says:
+            # teach the capacity model a breach at this load per instance.
+            latency = max(latency or 0.0, 2 * self.targets.latency_p99_ms)
+        estimate = self.capacity.observe(load, ready, values.cpu_utilisation, latency, self.targets)
+        desired = self.desired if self.desired is not None else max(ready, 1)
+        step_s = max((obs.window_end - obs.window_start).total_seconds(), 1.0)
+        decision = self.policy.decide(
+            Observation(
+                timestamp_s=obs.window_end.timestamp(),
+                step_s=step_s,
+                last_load=load,
+                desired=desired,
+                ready=ready,
+                pending=max(desired - ready, 0),
+                # Load per instance at 100% of the binding limit (CPU or latency), as the
+                # policies and the offline simulator define capacity.
+                capacity=estimate.per_instance / self.targets.cpu_utilisation,
+                delay_s=self.delay_s,
+            )
+        )
+        self.desired = decision.replicas
+        return decision, estimate.per_instance
+
+
+class Engine:
+    """The per-application models of one decision service process."""
+
+    def __init__(self, default_policy: str, prior_capacity_rps: float, default_delay_s: float):
+        self.default_policy = default_policy
+        self.prior_capacity_rps = prior_capacity_rps
+        self.default_delay_s = default_delay_s
+        self.models: dict[str, AppModel] = {}
+
+    def new_model(self, app: str, hints: SpecHints | None, delay_s: float | None) -> AppModel:
+        """A fresh model for `app`, shaped by its spec hints (or the defaults)."""
+        hints = hints or SpecHints()
+        name = hints.policy or self.default_policy
+        try:
+            policy = make_policy(
+                name, min_replicas=hints.min_replicas, max_replicas=hints.max_replicas
+            )
+        except (ValueError, TypeError):  # unknown, or not usable live (e.g. the oracle)
+            policy = make_policy(
+                self.default_policy,
+                min_replicas=hints.min_replicas,
+                max_replicas=hints.max_replicas,
+            )
+        model = AppModel(
+            app=app,
+            policy=policy,
+            capacity=CapacityEstimator(hints.capacity_rps or self.prior_capacity_rps),
+            targets=Targets(hints.target_utilisation, hints.latency_p99_ms or DEFAULT_LATENCY_MS),
+            delay_s=delay_s or self.default_delay_s,
+        )
+        self.models[app] = model
+        return model
+
+    def forget(self, apps: set[str]) -> None:
+        """Drop models whose in-memory state may be ahead of the database (after a rollback)."""
+        for app in apps:
+            self.models.pop(app, None)

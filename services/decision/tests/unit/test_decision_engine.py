@@ -1,0 +1,80 @@
+"""The live engine around the policies: windows once, in order, with a learned capacity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from decision.cmdb import SpecHints, hints_from_spec
+from decision.engine import Engine, decision_id
+from ooda.events import MetricObserved
+from ooda.events.contracts import MetricValues
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
+STEP = timedelta(seconds=30)
+
+
+def window(i: int, rate: float, ready: int = 2, error_rate: float | None = 0.0) -> MetricObserved:
+    end = T0 + i * STEP
+    return MetricObserved(
+        app="shop",
+        window_start=end - STEP,
+        window_end=end,
+        values=MetricValues(request_rate=rate, ready_instances=ready, error_rate=error_rate),
+        instance_count=ready,
+    )
+
+
+def engine() -> Engine:
+    return Engine("predictive", prior_capacity_rps=10.0, default_delay_s=30.0)
+
+
+def test_a_window_is_decided_once_even_when_delivered_again() -> None:
+    model = engine().new_model("shop", SpecHints(capacity_rps=10.0), None)
+    assert model.step(window(1, 10.0)) is not None
+    assert model.step(window(1, 10.0)) is None
+    assert model.step(window(0, 10.0)) is None  # older than what was seen
+    assert model.observed == 1
+
+
+def test_a_load_step_raises_the_replica_count() -> None:
+    model = engine().new_model("shop", SpecHints(capacity_rps=10.0, max_replicas=50), None)
+    for i in range(10):
+        model.step(window(i, 10.0))
+    result = model.step(window(10, 100.0))
+    assert result is not None
+    decision, _ = result
+    assert decision.replicas > 2 and "scale-up" in decision.reason
+
+
+def test_shed_load_teaches_a_lower_capacity_than_the_prior() -> None:
+    model = engine().new_model("shop", SpecHints(capacity_rps=100.0, latency_p99_ms=100.0), None)
+    before = model.capacity.estimate().per_instance
+    for i in range(5):
+        model.step(window(i, 60.0, ready=2, error_rate=0.3))  # 30 req/s per instance, failing
+    assert model.capacity.estimate().per_instance < min(before, 30.0)
+
+
+def test_an_unknown_policy_name_falls_back_to_the_default() -> None:
+    model = engine().new_model("shop", SpecHints(policy="no-such-policy"), None)
+    assert model.policy.name == "predictive"
+
+
+def test_decision_ids_are_stable_per_app_and_window() -> None:
+    assert decision_id("shop", T0) == decision_id("shop", T0)
+    assert decision_id("shop", T0) != decision_id("shop", T0 + STEP)
+    assert decision_id("shop", T0) != decision_id("cart", T0)
+
+
+def test_spec_hints_are_read_from_a_cmdb_spec_document() -> None:
+    hints = hints_from_spec(
+        {
+            "replicas": {"min": 2, "max": 9, "desired": 3},
+            "scaling": {"policy": "hpa", "target_utilisation": 0.5},
+            "slo": {"latency_p99_ms": 120},
+            "attributes": {"capacity_rps": 40},
+        }
+    )
+    assert hints == SpecHints("hpa", 2, 9, 0.5, 120, 40.0)
