@@ -23,6 +23,14 @@ class Settings(ServiceSettings):
     health_timeout_seconds: float = Field(
         30.0, gt=0, description="readiness timeout when the spec names none"
     )
+    liveness_seconds: float = Field(
+        1.0, gt=0, description="how often the instances of idle applications are checked"
+    )
+    liveness_grace_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how long an instance must stay dead before a change replaces it",
+    )
     stop_timeout_seconds: float = Field(10.0, gt=0, description="SIGTERM grace before SIGKILL")
     default_batch_percent: int = Field(
         34, ge=1, le=100, description="batch size of changes that name none (change-requested)"

@@ -5,6 +5,14 @@ instance row is written before its process is spawned), and every effect is idem
 (a batch re-run adopts instances that already run and skips stops already done). After a restart
 the executor re-adopts running processes, stops orphans, and resumes the batch that was in flight;
 batches recorded as finished are never run again.
+
+Liveness: about every second, the executor checks the managed instances of every application
+without an unfinished change (`watch`): an instance whose process died (or whose port refuses
+connections) for the grace period (`liveness_grace_s`, which also lets the monitor record the
+outage before the instance leaves the CMDB) is marked stopped, and a healing scale change to the
+application's desired count is requested, placed away from the zones that lost all of the
+application's instances (`pipeline.liveness`). It runs the normal flow, so its `deploy-done`
+carries the complete instance set without the dead instances.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ooda import telemetry
 from ooda.outbox import Outbox
 from pipeline.artifacts import ArtifactError, ArtifactStore
 from pipeline.cmdb import AppSpec, Cmdb, UnknownApplication
@@ -49,20 +58,24 @@ from pipeline.domain import (
 from pipeline.driver import Driver, InstanceSpec, Running
 from pipeline.gates import GateInstance, MetricGate, wait_ready
 from pipeline.handlers import (
+    RequestChange,
     app_windows,
     artifact_map,
     as_domain,
     change_row,
     current_freeze,
     current_pin,
+    ensure_app_state,
     live_instances,
     load_change,
     load_queue,
     remember_artifact,
+    request_change,
     save_change,
 )
+from pipeline.liveness import Member, heal
 from pipeline.metrics import BATCH_SECONDS
-from pipeline.store import changes, instances
+from pipeline.store import app_state, changes, instances
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +109,8 @@ class Executor:
         clock: Clock = utcnow,
         poll_s: float = 0.5,
         health_timeout_s: float = 30.0,
+        liveness_s: float = 1.0,
+        liveness_grace_s: float = 5.0,
     ) -> None:
         self.sessions = sessions
         self.outbox = outbox
@@ -110,6 +125,10 @@ class Executor:
         self._specs: dict[str, AppSpec] = {}
         self._http = httpx.AsyncClient(trust_env=False)  # instances are local addresses
         self._wake = asyncio.Event()
+        self.liveness_s = liveness_s
+        self._watched_at = 0.0
+        self.liveness_grace_s = liveness_grace_s
+        self._down_since: dict[str, float] = {}  # instance id -> first seen down (monotonic)
 
     def wake(self) -> None:
         """Look at the queues now rather than at the next poll."""
@@ -187,6 +206,143 @@ class Executor:
                 task = self._tasks.get(app)
                 if task is None or task.done():
                     self._tasks[app] = asyncio.create_task(self._drive(app))
+        if time.monotonic() - self._watched_at >= self.liveness_s:
+            self._watched_at = time.monotonic()
+            try:
+                await self.watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watching the instances' liveness failed; going on")
+
+    async def watch(self) -> None:
+        """Heal every application without an unfinished change whose instances died."""
+        async with self.sessions() as session:
+            busy = set(
+                (
+                    await session.execute(
+                        select(changes.c.app)
+                        .where(changes.c.state.not_in([s.value for s in FINISHED_STATES]))
+                        .distinct()
+                    )
+                ).scalars()
+            )
+            rows = [
+                dict(row._mapping)
+                for row in await session.execute(
+                    select(instances).where(instances.c.status != "stopped")
+                )
+            ]
+        busy |= {app for app, task in self._tasks.items() if not task.done()}
+        watched = [row for row in rows if row["app"] not in busy]
+        ids = [row["id"] for row in watched]
+        alive = await asyncio.to_thread(lambda: {i: self.driver.alive(i) for i in ids})
+        now = time.monotonic()
+        down: dict[str, list[dict[str, Any]]] = {}
+        for row in watched:
+            if not alive[row["id"]] or not await self._port_answers(row):
+                down.setdefault(row["app"], []).append(row)
+        since = self._down_since
+        self._down_since = {
+            row["id"]: since.get(row["id"], now) for rows in down.values() for row in rows
+        }
+        for app, gone in down.items():
+            # Once one of them is down for the grace period, all the application's instances
+            # that are down go together, so that a zone losing all of them is seen as such.
+            if any(now - self._down_since[row["id"]] >= self.liveness_grace_s for row in gone):
+                await self._heal(app, gone)
+
+    @staticmethod
+    async def _port_answers(row: dict[str, Any]) -> bool:
+        """False when a ready instance's port refuses connections (busy or slow is not dead)."""
+        if row["status"] != "running" or not row["port"]:
+            return True
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", row["port"]), 2.0
+            )
+        except ConnectionRefusedError:
+            return False
+        except (OSError, TimeoutError):
+            return True
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def _heal(self, app: str, gone: list[dict[str, Any]]) -> None:
+        """Mark the dead instances stopped and request the change that replaces them."""
+        for row in gone:
+            if await asyncio.to_thread(self.driver.alive, row["id"]):
+                log.warning("instance %s of %s stopped answering; stopping it", row["id"], app)
+                await asyncio.to_thread(self.driver.stop, row["id"])
+        try:
+            zones = {host.zone for host in await self.cmdb.hosts()}
+        except Exception as error:
+            log.warning("cannot list the hosts (%s); healing %s among its own zones", error, app)
+            zones = set()
+        now = self.clock()
+        async with self.sessions() as session, session.begin():
+            await ensure_app_state(session, app)
+            state = (
+                await session.execute(
+                    select(app_state.c.version, app_state.c.replicas)
+                    .where(app_state.c.app == app)
+                    .with_for_update()
+                )
+            ).one()
+            unfinished = (
+                await session.execute(
+                    select(changes.c.id)
+                    .where(
+                        changes.c.app == app,
+                        changes.c.state.not_in([s.value for s in FINISHED_STATES]),
+                    )
+                    .limit(1)
+                )
+            ).first()
+            if unfinished is not None:
+                return  # a change started meanwhile; it owns the instances now
+            marked = (
+                await session.execute(
+                    update(instances)
+                    .where(
+                        instances.c.id.in_([row["id"] for row in gone]),
+                        instances.c.status != "stopped",
+                    )
+                    .values(status="stopped", stopped_at=now)
+                    .returning(instances.c.id, instances.c.version, instances.c.zone)
+                )
+            ).all()
+            if not marked:
+                return
+            dead = [Member(r.id, r.version, r.zone) for r in marked]
+            survivors = [
+                Member(r["id"], r["version"], r["zone"]) for r in await live_instances(session, app)
+            ]
+            desired = state.replicas if state.version is not None else len(dead) + len(survivors)
+            change = heal(app, dead, survivors, desired, zones)
+            log.warning("%s: %s; requesting %s", app, change.reason, change.request_id)
+            with telemetry.tracer.start_as_current_span(f"pipeline heal {app}"):
+                await request_change(
+                    session,
+                    self.outbox,
+                    RequestChange(
+                        app=app,
+                        kind=change.kind,
+                        request_id=change.request_id,
+                        target=change.target,
+                        batch=BatchSpec(percent=100),
+                        actor=change.actor,
+                        cause=change.cause,
+                        cause_text=change.cause_text,
+                        reason=change.reason,
+                    ),
+                    now,
+                )
+        for row in gone:
+            self._down_since.pop(row["id"], None)
+        self.wake()
 
     async def _drive(self, app: str) -> None:
         try:

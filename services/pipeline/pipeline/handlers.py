@@ -8,6 +8,8 @@ application's `deploy-done` with its complete instance set and the next per-appl
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -16,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ooda import telemetry
 from ooda.events.contracts import ChangeProgressed, DeployDone, InstanceRef
 from ooda.outbox import Outbox
 from pipeline.domain import (
@@ -69,7 +72,12 @@ def new_change_id() -> str:
 async def request_change(
     session: AsyncSession, outbox: Outbox, cmd: RequestChange, now: datetime
 ) -> tuple[dict[str, Any], bool]:
-    """Queue a change, or return the one already made for this request id (and False)."""
+    """Queue a change, or return the one already made for this request id (and False).
+
+    The change keeps the trace context it was requested in (the consumer's span of the
+    `change-requested` event, or the HTTP request's), so that its later events continue that
+    trace although the executor publishes them from a background task.
+    """
     existing = await change_row_by_request(session, cmd.request_id)
     if existing is not None:
         return existing, False
@@ -88,6 +96,7 @@ async def request_change(
         target=target,
         reason=cmd.reason or None,
     )
+    trace_headers = telemetry.current_trace_headers()
     inserted = await session.execute(
         insert(changes)
         .values(
@@ -104,6 +113,8 @@ async def request_change(
             reason=cmd.reason,
             created_at=now,
             updated_at=now,
+            traceparent=trace_headers.get("traceparent"),
+            tracestate=trace_headers.get("tracestate"),
         )
         .on_conflict_do_nothing(index_elements=["request_id"])
         .returning(changes.c.id)
@@ -287,12 +298,29 @@ def instance_ref(row: dict[str, Any]) -> InstanceRef:
     )
 
 
+@contextmanager
+def in_trace_of(change_id: str, traceparent: str | None, tracestate: str | None) -> Iterator[None]:
+    """A span `pipeline change <id>` in the trace the change was requested in.
+
+    Events added to the outbox inside it carry that trace. A change stored without a trace
+    context (requested before changes kept one) stays in the current context.
+    """
+    parent = telemetry.context_from(traceparent, tracestate) if traceparent else None
+    with telemetry.tracer.start_as_current_span(f"pipeline change {change_id}", context=parent):
+        yield
+
+
 async def save_change(session: AsyncSession, outbox: Outbox, change: Change, now: datetime) -> None:
-    """Persist a change's transition with its events (and deploy-done when it just finished)."""
+    """Persist a change's transition with its events (and deploy-done when it just finished).
+
+    The events are published in the trace the change was requested in (`in_trace_of`).
+    """
     recorded = change.pull_events()
     previous = (
         await session.execute(
-            select(changes.c.state, changes.c.started_at).where(changes.c.id == change.id)
+            select(
+                changes.c.state, changes.c.started_at, changes.c.traceparent, changes.c.tracestate
+            ).where(changes.c.id == change.id)
         )
     ).one()
     values: dict[str, Any] = {
@@ -308,16 +336,17 @@ async def save_change(session: AsyncSession, outbox: Outbox, change: Change, now
     if just_finished:
         values["finished_at"] = now
     await session.execute(update(changes).where(changes.c.id == change.id).values(**values))
-    for event in recorded:
-        outbox.add(session, progressed(change, event))
-        if isinstance(event, events.ChangeRolledBack) and event.pin is not None:
-            await session.execute(
-                update(app_state)
-                .where(app_state.c.app == change.application)
-                .values(pin=event.pin.model_dump(mode="json"), updated_at=now)
-            )
-    if just_finished:
-        await _deploy_done(session, outbox, change, started_at or now, now)
+    with in_trace_of(change.id, previous.traceparent, previous.tracestate):
+        for event in recorded:
+            outbox.add(session, progressed(change, event))
+            if isinstance(event, events.ChangeRolledBack) and event.pin is not None:
+                await session.execute(
+                    update(app_state)
+                    .where(app_state.c.app == change.application)
+                    .values(pin=event.pin.model_dump(mode="json"), updated_at=now)
+                )
+        if just_finished:
+            await _deploy_done(session, outbox, change, started_at or now, now)
 
 
 def progressed(change: Change, event: events.DomainEvent) -> ChangeProgressed:

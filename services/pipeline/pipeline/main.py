@@ -45,6 +45,8 @@ def create_app(
             gates=parts.gates,
             poll_s=settings.executor_poll_seconds,
             health_timeout_s=settings.health_timeout_seconds,
+            liveness_s=settings.liveness_seconds,
+            liveness_grace_s=settings.liveness_grace_seconds,
         )
         rt.tasks.append(asyncio.create_task(parts.executor.run()))
 

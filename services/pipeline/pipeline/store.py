@@ -37,6 +37,13 @@ changes = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column(
+        "traceparent",
+        String(128),
+        nullable=True,
+        comment="W3C traceparent of the request; the change's events continue its trace",
+    ),
+    Column("tracestate", String(512), nullable=True),
 )
 
 app_state = Table(

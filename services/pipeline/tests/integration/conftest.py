@@ -177,6 +177,7 @@ def pipeline_settings(cmdb: FakeCmdb, data_dir: Path) -> dict[str, Any]:
         "executor_poll_seconds": 0.1,
         "health_timeout_seconds": 4.0,
         "stop_timeout_seconds": 3.0,
+        "liveness_grace_seconds": 1.0,
     }
 
 
