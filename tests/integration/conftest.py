@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ooda import scenario
 from ooda.auth import issue_token
 from ooda.testing import (
     SERVICES,
@@ -30,6 +35,8 @@ class Platform:
     infra: Infra
     prefix: str
     services: dict[str, ServiceProcess]
+    logs: Path
+    pipeline_data: Path
 
     def token(self, subject: str, *scopes: str) -> dict[str, str]:
         """Authorization header for `subject` with `scopes`."""
@@ -40,6 +47,48 @@ class Platform:
     def url(self, service: str) -> str:
         return self.services[service].url
 
+    def scenario(self) -> scenario.Platform:
+        """The same services as `ooda.scenario` addresses a running platform."""
+        return scenario.Platform(
+            self.infra.auth_secret, **{name: self.url(name) for name in SERVICES}
+        )
+
+
+SCRAPE_INTERVAL_SECONDS = 2.0
+
+
+def workload_processes(data_dir: Path) -> dict[int, str]:
+    """pid -> instance id of every process running in an instance folder under `data_dir`.
+
+    The pipeline's local driver starts each instance with its folder as working directory (and
+    `WORKLOAD_INSTANCE` in its environment), in a session of its own, so this finds them even
+    when their record was never written.
+    """
+    root = str((data_dir / "instances").resolve()) + os.sep
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd.startswith(root):
+            found[int(entry.name)] = Path(cwd).name
+    return found
+
+
+def kill_workloads(data_dir: Path, timeout_s: float = 10.0) -> dict[int, str]:
+    """SIGKILL every workload process the pipeline started under `data_dir`; wait until gone."""
+    killed = workload_processes(data_dir)
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while workload_processes(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return killed
+
 
 @pytest.fixture(scope="session")
 async def platform(
@@ -48,9 +97,12 @@ async def platform(
     prefix = unique("it").replace("-", "") + "."
     await create_topics(infra, prefix)
     logs = tmp_path_factory.mktemp("service-logs")
+    pipeline_data = tmp_path_factory.mktemp("pipeline-data")
+    ports = {name: free_port() for name in SERVICES}
+    cmdb_url = f"http://127.0.0.1:{ports['cmdb']}"
     services = {}
     for name in SERVICES:
-        port = free_port()
+        port = ports[name]
         env = dict(os.environ) | {
             "OODA_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
             "OODA_AUTH_SECRET": infra.auth_secret,
@@ -59,6 +111,11 @@ async def platform(
             f"{name.upper()}_DATABASE_URL": await create_database(infra, name),
             f"{name.upper()}_PORT": str(port),
             f"{name.upper()}_OUTBOX_POLL_SECONDS": "0.2",
+            # The loop: everyone finds the CMDB; instances and their logs stay in the session.
+            f"{name.upper()}_CMDB_URL": cmdb_url,
+            "PIPELINE_DATA_DIR": str(pipeline_data),
+            "PIPELINE_PYTHON": sys.executable,
+            "MONITOR_SCRAPE_INTERVAL_SECONDS": str(SCRAPE_INTERVAL_SECONDS),
         }
         services[name] = ServiceProcess(name, env, port, Path(logs) / f"{name}.log")
     for proc in services.values():
@@ -66,11 +123,15 @@ async def platform(
     try:
         for proc in services.values():
             await proc.wait_ready()
-        yield Platform(infra, prefix, services)
+        yield Platform(infra, prefix, services, Path(logs), Path(pipeline_data))
     finally:
         for proc in services.values():
             proc.stop()
+        # Instances outlive the pipeline by design: no workload may outlive the session.
+        kill_workloads(Path(pipeline_data))
         await delete_topics(infra, prefix)
+        if survivors := workload_processes(Path(pipeline_data)):
+            raise RuntimeError(f"workload processes outlived the session: {survivors}")
 
 
 @pytest.fixture
