@@ -1,5 +1,5 @@
 # OODA: every routine command is one target calling a real tool.
-.PHONY: help venv up down status demo test unit lint typecheck bench contracts dashboards evaluate clean
+.PHONY: help venv up down status demo first-event test unit lint typecheck bench contracts dashboards evaluate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,7 +16,10 @@ down:  ## stop exactly what `make up` started
 status:  ## show what runs where
 	deploy/local/ooda-local status
 
-demo: up  ## start the platform and show an event travelling through it
+demo: up  ## start the platform, replay a real trace as live load and watch it scale the app by itself (~7 min; report in reports/)
+	.venv/bin/python examples/demo
+
+first-event: up  ## show one event travelling through the platform
 	.venv/bin/python examples/first_event.py
 
 test:  ## set up everything, then lint, type-check and run every test on real Kafka and PostgreSQL

@@ -89,7 +89,7 @@ async def loop_run(
         async def scaled_out() -> bool:
             return len(await ready_endpoints(http, platform, app)) > plan.desired
 
-        took = await load.run_until(HIGH_RPS, scaled_out, timeout_s=60)
+        took = await load.run_until(HIGH_RPS, scaled_out, timeout_s=120)
         print(f"\n{app}: scaled out {took:.1f}s after the load step")
 
         # While the load holds (so the platform keeps them), the new instances get scraped.
@@ -105,7 +105,7 @@ async def loop_run(
         async def scaled_in() -> bool:
             return len(await ready_endpoints(http, platform, app)) == plan.min_replicas
 
-        took = await load.run_until(LOW_RPS, scaled_in, timeout_s=60)
+        took = await load.run_until(LOW_RPS, scaled_in, timeout_s=120)
         print(f"{app}: scaled in from {len(grown)} {took:.1f}s after the load fell")
 
         async def cmdb_is_reality() -> bool:
