@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from decision.cmdb import SpecHints
 from decision.models import CapacityEstimator, Decision, Observation, Policy, make_policy
@@ -28,23 +29,37 @@ def decision_id(app: str, window_end: datetime) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{app}|{window_end.isoformat()}"))
 
 
+MAX_GAP = timedelta(days=1)  # a longer silence starts the load model afresh
+
+
 @dataclass
 class AppModel:
     """Everything the engine remembers about one application."""
 
     app: str
     policy: Policy
+    rebuild_policy: Callable[[], Policy]
     capacity: CapacityEstimator
     targets: Targets
     delay_s: float
     desired: int | None = None
     last_window_end: datetime | None = None
     observed: int = field(default=0)
+    step_s: float = field(default=0.0)
 
     def step(self, obs: MetricObserved) -> tuple[Decision, float] | None:
         """Decide for the window after `obs`; None when the window was already seen."""
         if self.last_window_end is not None and obs.window_end <= self.last_window_end:
             return None
+        step_s = max((obs.window_end - obs.window_start).total_seconds(), 1.0)
+        if self.last_window_end is not None and (
+            obs.window_end - self.last_window_end > MAX_GAP
+            or not 0.5 <= step_s / self.step_s <= 2.0
+        ):
+            # A long silence or a new window length: the forecaster's time grid no longer fits
+            # (walking it across the gap would take millions of empty steps), so start afresh.
+            self.policy = self.rebuild_policy()
+        self.step_s = step_s
         self.last_window_end = obs.window_end
         self.observed += 1
         values = obs.values
@@ -61,7 +76,6 @@ class AppModel:
             latency = max(latency or 0.0, 2 * self.targets.latency_p99_ms)
         estimate = self.capacity.observe(load, ready, values.cpu_utilisation, latency, self.targets)
         desired = self.desired if self.desired is not None else max(ready, 1)
-        step_s = max((obs.window_end - obs.window_start).total_seconds(), 1.0)
         decision = self.policy.decide(
             Observation(
                 timestamp_s=obs.window_end.timestamp(),
@@ -93,19 +107,18 @@ class Engine:
         """A fresh model for `app`, shaped by its spec hints (or the defaults)."""
         hints = hints or SpecHints()
         name = hints.policy or self.default_policy
-        try:
-            policy = make_policy(
-                name, min_replicas=hints.min_replicas, max_replicas=hints.max_replicas
-            )
-        except (ValueError, TypeError):  # unknown, or not usable live (e.g. the oracle)
-            policy = make_policy(
-                self.default_policy,
-                min_replicas=hints.min_replicas,
-                max_replicas=hints.max_replicas,
-            )
+
+        def build() -> Policy:
+            low, high = hints.min_replicas, hints.max_replicas
+            try:
+                return make_policy(name, min_replicas=low, max_replicas=high)
+            except (ValueError, TypeError):  # unknown, or not usable live (e.g. the oracle)
+                return make_policy(self.default_policy, min_replicas=low, max_replicas=high)
+
         model = AppModel(
             app=app,
-            policy=policy,
+            policy=build(),
+            rebuild_policy=build,
             capacity=CapacityEstimator(hints.capacity_rps or self.prior_capacity_rps),
             targets=Targets(hints.target_utilisation, hints.latency_p99_ms or DEFAULT_LATENCY_MS),
             delay_s=delay_s or self.default_delay_s,

@@ -78,3 +78,18 @@ def test_spec_hints_are_read_from_a_cmdb_spec_document() -> None:
         }
     )
     assert hints == SpecHints("hpa", 2, 9, 0.5, 120, 40.0)
+
+
+def test_a_gap_of_years_starts_the_load_model_afresh_instead_of_walking_it() -> None:
+    model = engine().new_model("shop", SpecHints(capacity_rps=10.0), None)
+    old = model.policy
+    for i in range(5):
+        model.step(window(i, 10.0))
+    far = window(5, 10.0).model_copy(
+        update={
+            "window_start": T0 + timedelta(days=3 * 365),
+            "window_end": T0 + timedelta(days=3 * 365, seconds=30),
+        }
+    )
+    assert model.step(far) is not None
+    assert model.policy is not old
