@@ -45,6 +45,9 @@ contracts: venv  ## regenerate the event catalogue (AsyncAPI + JSON Schemas) in 
 	.venv/bin/ooda-contracts schemas docs/events/schemas
 	.venv/bin/ooda-catalogue docs/catalogue
 
+evaluate: venv  ## replay every trace through every policy for D in 1, 2, 5, 10 min: table + Pareto plot in reports/evaluation
+	.venv/bin/python -m decision.cli evaluate --traces ../shared/data/traces --out reports/evaluation
+
 dashboards: venv  ## regenerate the Grafana dashboards and deploy/prometheus/prometheus.yml
 	.venv/bin/python deploy/grafana/generate.py
 
