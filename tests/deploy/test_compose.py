@@ -72,3 +72,25 @@ def test_the_topic_list_mounted_into_kafka_init_is_the_one_deploy_local_uses() -
     (mount,) = load()["services"]["kafka-init"]["volumes"]
     source = mount.split(":")[0]
     assert (COMPOSE / source).resolve() == (REPO / "deploy" / "local" / "topics.txt").resolve()
+
+
+def test_grafana_is_provisioned_with_the_generated_dashboards_and_prometheus() -> None:
+    grafana = load()["services"]["grafana"]
+    mounts = {
+        m.split(":")[1]: (COMPOSE / m.split(":")[0]).resolve()
+        for m in grafana["volumes"]
+        if m.startswith("..")
+    }
+    dashboards = mounts["/var/lib/grafana/dashboards"]
+    assert sorted(p.name for p in dashboards.glob("*.json")) == [
+        "loop-overview.json",
+        "platform-health.json",
+    ]
+    provisioning = mounts["/etc/grafana/provisioning"]
+    source = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((provisioning / "dashboards" / "ooda.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert {"ooda-services", "ooda-instances"} <= jobs
