@@ -489,6 +489,7 @@ def pareto_plot(evaluation: Evaluation, path: Path, budget: float = U_BUDGET) ->
                     )
             ax.axvline(100 * budget, color="k", lw=0.5, ls=":")
             ax.set_xscale("symlog", linthresh=0.1)
+            ax.set_xlim(left=0)
             ax.set_title(f"{trace}  D={delay:g} min", fontsize=8)
             ax.tick_params(labelsize=7)
             if j == 0:

@@ -6,11 +6,16 @@ The online `SeasonalForecaster` is cheap per step (O(horizon)) and refits only p
   smoothed and shrunk toward zero when the days disagree), plus a weekly profile once two weeks
   of history exist; with less than two days of history the profile is zero, so the forecast falls
   back to the recent level and trend;
-- a damped Holt level/trend on the deseasonalised load, updated every step, which is the real-time
-  correction from the latest error;
-- per-horizon quantiles of the recent relative forecast errors (the last two days), refreshed every
-  15 minutes and blended with a wide prior while few errors are known, so sizing uses a quantile of
-  the load at the provisioning horizon rather than its mean.
+- recurring spikes (cron jobs, batch starts): short peaks seen at the same minute on most of the
+  last days are added to the profile, which a median would otherwise erase;
+- a small bank of damped-Holt filters (fast to slow) on the deseasonalised load, updated every
+  step; each horizon uses the filter with the lowest recent error there - the real-time correction;
+- per-horizon quantiles of the recent relative forecast errors (the last two days), measured in
+  units of the recent error size (so they widen in turbulent spells and narrow in calm ones),
+  refreshed every 15 minutes and blended with a wide prior while few errors are known; sizing uses
+  a quantile of the load at the provisioning horizon rather than its mean;
+- `maturity()` says how much history backs all this (policies widen their margin until it is 1),
+  and an upper forecast never exceeds 1.5 times the highest load seen.
 
 `ForecastTape` records the online forecaster walk-forward once per series and `ReplayForecaster`
 replays it behind the same interface, so a sweep over policy knobs and delays does not recompute

@@ -6,7 +6,7 @@ objects run live and in the offline simulator. Each has one aggressiveness knob 
 
 - `hpa`: the Kubernetes HorizontalPodAutoscaler with its defaults; knob: target utilisation;
 - `predictive`: sizes for a forecast quantile at the provisioning horizon with a reactive floor,
-  hysteresis and scale-down stabilisation; knob: headroom level (quantile and margin, see `LADDER`);
+  a drop guard, hysteresis and scale-down stabilisation; knob: `Headroom` (quantile and margin);
 - `seasonal-naive`: sizes for the load one day earlier over the horizon; knob: target utilisation;
 - `static-peak`: the highest load seen so far, never scaling in; knob: target utilisation;
 - `oracle`: clairvoyant `ceil(L_t / (C * U*))`, the yardstick of the O metric (simulator only).
@@ -265,8 +265,8 @@ class Headroom:
 class PredictivePolicy(Policy):
     """Size for a forecast quantile at the provisioning horizon, never below current load's needs.
 
-    sized for = max(forecast at `quantile` over the next D + 1 steps, last load, drop guard)
-                * (1 + margin) * (1 + warm-up margin while history is short);
+    sized for = max(max(forecast at `quantile` over the next D + 1 steps, last load)
+                    * (1 + margin) * (1 + warm-up margin while history is short), drop guard);
     the forecast covers the ramp until new replicas serve; the reactive floor covers what the
     forecast misses (flash crowds, too little history); the drop guard keeps most of the capacity
     for a while after the load collapses, because an outage upstream usually ends with all the
@@ -313,6 +313,7 @@ class PredictivePolicy(Policy):
         self.hold_s = hold_s
         self._targets: deque[tuple[float, int]] = deque()  # decreasing recent targets
         self._peaks: deque[tuple[float, float]] = deque()  # decreasing sliding max of the load
+        self._last3: deque[float] = deque(maxlen=3)
         self._guard = 0.0  # load the drop guard keeps capacity for
         self._guard_until = -math.inf
         self._last_valid = math.nan
@@ -332,9 +333,13 @@ class PredictivePolicy(Policy):
             return 0.0
         peaks = self._peaks
         if math.isfinite(load):
-            while peaks and peaks[-1][1] <= load:
+            # The peak is taken over a 3-step median, so a one-step spike that falls back is not
+            # mistaken for a level that collapsed.
+            self._last3.append(load)
+            level = sorted(self._last3)[len(self._last3) // 2]
+            while peaks and peaks[-1][1] <= level:
                 peaks.pop()
-            peaks.append((now, load))
+            peaks.append((now, level))
         while peaks and peaks[0][0] <= now - self.collapse_window_s:
             peaks.popleft()
         if now >= self._guard_until:
