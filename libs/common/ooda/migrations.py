@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -120,3 +121,22 @@ def drop_messaging_v1(op: Operations) -> None:
 def in_context(connection: Connection) -> Operations:
     """Operations bound to a plain connection (for tests that build schemas directly)."""
     return Operations(MigrationContext.configure(connection))
+
+
+async def schema_drift(migrations_dir: Path, url: str, metadata: MetaData) -> list[Any]:
+    """Migrate `url` to head, then list every difference from the tables `metadata` declares."""
+    from alembic.autogenerate import compare_metadata
+
+    await wait_and_upgrade(migrations_dir, url)
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return list(
+                await conn.run_sync(
+                    lambda sync: compare_metadata(
+                        MigrationContext.configure(sync, opts={"compare_type": True}), metadata
+                    )
+                )
+            )
+    finally:
+        await engine.dispose()
