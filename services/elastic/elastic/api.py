@@ -10,7 +10,7 @@ from fastapi import Path as PathParam
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 
-from elastic.cmdb import CmdbClient
+from elastic.cmdb import CmdbClient, CmdbUnavailable
 from elastic.domain import InstanceRequest, ScalingPolicy, TeamBudget
 from elastic.migrate import request_migration
 from elastic.schemas import (
@@ -139,12 +139,23 @@ async def get_outcomes(
     tags=["budgets"],
     summary="Set a team's budget per period (token with team:<team>)",
 )
-async def put_budget(team: Name, body: BudgetIn, actor: AuthenticatedActor, rt: Rt) -> BudgetOut:
+async def put_budget(
+    team: Name, body: BudgetIn, actor: AuthenticatedActor, rt: Rt, cmdb: Cmdb
+) -> BudgetOut:
     actor.require(f"team:{team}")
     try:
         budget = TeamBudget(team=team, **body.model_dump())
     except ValidationError as exc:
         raise _unprocessable(exc) from exc
+    try:
+        known = await cmdb.team_known(team)
+    except CmdbUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
+    if not known:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            detail=f"unknown team {team!r}: no application in the CMDB is owned by it",
+        )
     now = datetime.now(UTC)
     async with rt.sessions() as session, session.begin():
         await save_budget(session, budget, actor=actor.subject)

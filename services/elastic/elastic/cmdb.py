@@ -85,6 +85,10 @@ class CmdbClient(Protocol):
         """The application's current spec, or None when it has none."""
         ...
 
+    async def team_known(self, team: str) -> bool:
+        """Whether the CMDB has an application owned by `team` (teams exist through their apps)."""
+        ...
+
     async def hosts(self, status: str | None = "up") -> list[Host]:
         """Every host with the given status (every host when None)."""
         ...
@@ -112,6 +116,10 @@ class HttpCmdbClient:
     async def owner_team(self, app: str) -> str | None:
         found = await self._get(f"/v1/apps/{app}")
         return None if found is None else str(found["owner_team"])
+
+    async def team_known(self, team: str) -> bool:
+        page = await self._get("/v1/apps", {"owner_team": team, "limit": "1"})
+        return bool(page and page.get("items"))
 
     async def spec(self, app: str) -> AppSpec | None:
         found = await self._get(f"/v1/apps/{app}/spec")
@@ -146,6 +154,9 @@ class InMemoryCmdb:
 
     async def owner_team(self, app: str) -> str | None:
         return self.teams.get(app)
+
+    async def team_known(self, team: str) -> bool:
+        return team in self.teams.values()
 
     async def spec(self, app: str) -> AppSpec | None:
         return self.specs.get(app)

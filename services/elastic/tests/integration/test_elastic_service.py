@@ -107,6 +107,7 @@ class Elastic:
                 await asyncio.sleep(0.1)
 
     async def put_policy(self, app: str, team: str, **policy: Any) -> None:
+        self.cmdb.teams.setdefault(app, team)  # the CMDB knows the app and its owner team
         body = {"team": team, "min_replicas": 1, "max_replicas": 10, "max_step_up": 10, **policy}
         response = await self.svc.client.put(
             f"/v1/apps/{app}/policy", json=body, headers=self.svc.auth("alice", f"team:{team}")
@@ -590,3 +591,14 @@ async def test_writes_need_a_token_with_the_right_scope(elastic: Elastic) -> Non
         ("pool", "general", "root"),
         ("zone", "zone-a", "ops"),
     ]
+
+
+async def test_a_budget_for_a_team_the_cmdb_does_not_know_is_refused(elastic: Elastic) -> None:
+    team = unique("ghost")
+    response = await elastic.svc.client.put(
+        f"/v1/teams/{team}/budget",
+        json={"limit": 10, "period": "day"},
+        headers=elastic.svc.auth("alice", f"team:{team}"),
+    )
+    assert response.status_code == 422
+    assert f"unknown team {team!r}" in response.json()["detail"]

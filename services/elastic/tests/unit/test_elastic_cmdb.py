@@ -71,6 +71,11 @@ class CmdbClientContract:
             assert await cmdb.owner_team("ghost") is None
             assert await cmdb.spec("ghost") is None
 
+    async def test_a_team_is_known_through_the_applications_it_owns(self) -> None:
+        async with self.subject() as cmdb:
+            assert await cmdb.team_known("payments") is True
+            assert await cmdb.team_known("nobody") is False
+
     async def test_hosts_are_filtered_by_status(self) -> None:
         async with self.subject() as cmdb:
             up = await cmdb.hosts()
@@ -92,6 +97,11 @@ class TestInMemoryCmdb(CmdbClientContract):
 
 def fake_cmdb_api() -> FastAPI:
     api = FastAPI()
+
+    @api.get("/v1/apps")
+    async def applications(owner_team: str | None = None, limit: int = 100) -> dict[str, Any]:
+        apps = [{"kind": "application", "id": "web", "owner_team": "payments"}]
+        return {"items": [a for a in apps if owner_team in (None, a["owner_team"])][:limit]}
 
     @api.get("/v1/apps/{app}")
     async def application(app: str) -> dict[str, Any]:
