@@ -29,6 +29,7 @@ def decision_id(app: str, window_end: datetime) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{app}|{window_end.isoformat()}"))
 
 
+UTILISATION_POLICIES = frozenset({"hpa", "seasonal-naive"})
 MAX_GAP = timedelta(days=1)  # a longer silence starts the load model afresh
 
 
@@ -110,8 +111,11 @@ class Engine:
 
         def build() -> Policy:
             low, high = hints.min_replicas, hints.max_replicas
+            # Policies tuned by a target utilisation take the spec's; `predictive` keeps its
+            # headroom (forecast quantile and margin) and sizes for capacity at 100%.
+            knob = hints.target_utilisation if name in UTILISATION_POLICIES else None
             try:
-                return make_policy(name, min_replicas=low, max_replicas=high)
+                return make_policy(name, knob, min_replicas=low, max_replicas=high)
             except (ValueError, TypeError):  # unknown, or not usable live (e.g. the oracle)
                 return make_policy(self.default_policy, min_replicas=low, max_replicas=high)
 

@@ -93,3 +93,8 @@ def test_a_gap_of_years_starts_the_load_model_afresh_instead_of_walking_it() -> 
     )
     assert model.step(far) is not None
     assert model.policy is not old
+
+
+def test_the_hpa_policy_targets_the_spec_utilisation() -> None:
+    model = engine().new_model("shop", SpecHints(policy="hpa", target_utilisation=0.5), None)
+    assert model.policy.name == "hpa" and model.policy.knob == 0.5
