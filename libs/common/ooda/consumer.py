@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from opentelemetry.trace import Link, SpanKind, get_current_span
-from sqlalchemy import insert, select
+from sqlalchemy import ARRAY, Text, cast, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ooda.db import Messaging
@@ -36,6 +36,7 @@ from ooda.telemetry import context_from, tracer
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
+MAX_SPAN_LINKS = 128  # OpenTelemetry keeps at most this many links per span by default
 
 
 @dataclass(frozen=True)
@@ -202,13 +203,15 @@ class EventConsumer:
         pending: dict[str, list[Incoming]] = {}
         async with self.sessions() as session, session.begin():
             ids = list({i.inbox_id for i in items})
+            # One array parameter joined through unnest: a long IN list becomes a linear scan
+            # per row once PostgreSQL switches the prepared statement to a generic plan.
+            batch_ids = func.unnest(cast(ids, ARRAY(Text))).table_valued("id").render_derived()
             seen = set(
                 (
                     await session.execute(
-                        select(self.inbox.c.event_id).where(
-                            self.inbox.c.consumer == self.group_id,
-                            self.inbox.c.event_id.in_(ids),
-                        )
+                        select(self.inbox.c.event_id)
+                        .join(batch_ids, self.inbox.c.event_id == batch_ids.c.id)
+                        .where(self.inbox.c.consumer == self.group_id)
                     )
                 ).scalars()
             )
@@ -305,7 +308,7 @@ class EventConsumer:
         events = [i.event for i in items if i.event is not None]
         links = [
             Link(span.get_span_context())
-            for e in events
+            for e in events[:MAX_SPAN_LINKS]
             if (span := get_current_span(context_from(e.traceparent, e.tracestate)))
             .get_span_context()
             .is_valid
