@@ -47,6 +47,7 @@ class AppModel:
     last_window_end: datetime | None = None
     observed: int = field(default=0)
     step_s: float = field(default=0.0)
+    last_published: datetime | None = None
 
     def step(self, obs: MetricObserved) -> tuple[Decision, float] | None:
         """Decide for the window after `obs`; None when the window was already seen."""

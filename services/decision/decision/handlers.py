@@ -18,6 +18,7 @@ from ooda.events.contracts import Forecast
 from ooda.outbox import Outbox
 from ooda.telemetry import context_from, trace_id_of, tracer
 
+REPUBLISH_WINDOWS = 3  # how often an unmet decision is repeated
 DELAY_SMOOTHING = 0.3  # weight of the newest deploy-done timing in the learned delay
 
 
@@ -124,7 +125,15 @@ async def _decide(
     ready = obs.instance_count if ready is None else ready
     baseline = previous if previous is not None else ready
     fresh = obs.window_end >= now - fresh_windows * max(step, timedelta(seconds=1))
-    publish = fresh and decision.replicas != baseline
+    # Publish a change of mind; and while reality still differs from the decision (elastic may
+    # have held it for a cooldown or a step limit), say it again every few windows.
+    stale = (
+        model.last_published is None
+        or obs.window_end - model.last_published >= REPUBLISH_WINDOWS * step
+    )
+    publish = fresh and (decision.replicas != baseline or (decision.replicas != ready and stale))
+    if publish:
+        model.last_published = obs.window_end
     explanation = decision.explanation()
     forecast = explanation["forecast"]
     did = decision_id(obs.app, obs.window_end)
