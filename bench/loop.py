@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import importlib.util
 import math
-import os
 import sys
 import tempfile
 import time
@@ -57,10 +56,9 @@ from ooda.testing import (
     SERVICES,
     Infra,
     ServiceProcess,
-    create_database,
     create_topics,
     delete_topics,
-    free_port,
+    platform_processes,
     resolve_infra,
     unique,
 )
@@ -103,24 +101,7 @@ async def start_platform(infra: Infra, workdir: Path, interval_s: float) -> Runn
     logs, pipeline_data = workdir / "logs", workdir / "pipeline-data"
     logs.mkdir(parents=True)
     pipeline_data.mkdir(parents=True)
-    ports = {name: free_port() for name in SERVICES}
-    cmdb_url = f"http://127.0.0.1:{ports['cmdb']}"
-    services = {}
-    for name in SERVICES:
-        env = dict(os.environ) | {
-            "OODA_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-            "OODA_AUTH_SECRET": infra.auth_secret,
-            "OODA_TOPIC_PREFIX": prefix,
-            "OODA_LOG_LEVEL": "INFO",
-            f"{name.upper()}_DATABASE_URL": await create_database(infra, name),
-            f"{name.upper()}_PORT": str(ports[name]),
-            f"{name.upper()}_OUTBOX_POLL_SECONDS": "0.2",
-            f"{name.upper()}_CMDB_URL": cmdb_url,
-            "PIPELINE_DATA_DIR": str(pipeline_data),
-            "PIPELINE_PYTHON": sys.executable,
-            "MONITOR_SCRAPE_INTERVAL_SECONDS": str(interval_s),
-        }
-        services[name] = ServiceProcess(name, env, ports[name], logs / f"{name}.log")
+    services = await platform_processes(infra, prefix, logs, pipeline_data, interval_s)
     running = Running(infra, prefix, services, logs, pipeline_data)
     try:
         for proc in services.values():

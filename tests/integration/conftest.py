@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,10 +19,9 @@ from ooda.testing import (
     SERVICES,
     Infra,
     ServiceProcess,
-    create_database,
     create_topics,
     delete_topics,
-    free_port,
+    platform_processes,
     unique,
 )
 
@@ -98,26 +96,9 @@ async def platform(
     await create_topics(infra, prefix)
     logs = tmp_path_factory.mktemp("service-logs")
     pipeline_data = tmp_path_factory.mktemp("pipeline-data")
-    ports = {name: free_port() for name in SERVICES}
-    cmdb_url = f"http://127.0.0.1:{ports['cmdb']}"
-    services = {}
-    for name in SERVICES:
-        port = ports[name]
-        env = dict(os.environ) | {
-            "OODA_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-            "OODA_AUTH_SECRET": infra.auth_secret,
-            "OODA_TOPIC_PREFIX": prefix,
-            "OODA_LOG_LEVEL": "INFO",
-            f"{name.upper()}_DATABASE_URL": await create_database(infra, name),
-            f"{name.upper()}_PORT": str(port),
-            f"{name.upper()}_OUTBOX_POLL_SECONDS": "0.2",
-            # The loop: everyone finds the CMDB; instances and their logs stay in the session.
-            f"{name.upper()}_CMDB_URL": cmdb_url,
-            "PIPELINE_DATA_DIR": str(pipeline_data),
-            "PIPELINE_PYTHON": sys.executable,
-            "MONITOR_SCRAPE_INTERVAL_SECONDS": str(SCRAPE_INTERVAL_SECONDS),
-        }
-        services[name] = ServiceProcess(name, env, port, Path(logs) / f"{name}.log")
+    services = await platform_processes(
+        infra, prefix, Path(logs), pipeline_data, SCRAPE_INTERVAL_SECONDS
+    )
     for proc in services.values():
         proc.start()
     try:

@@ -20,10 +20,9 @@ from ooda.testing import (
     SERVICES,
     Infra,
     ServiceProcess,
-    create_database,
     create_topics,
     delete_topics,
-    free_port,
+    platform_processes,
     unique,
 )
 
@@ -68,26 +67,7 @@ async def surface(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Asy
     await create_topics(infra, prefix)
     root = tmp_path_factory.mktemp("surface")
     data_dir = root / "pipeline"
-    ports = {name: free_port() for name in SERVICES}
-    cmdb_url = f"http://127.0.0.1:{ports['cmdb']}"
-    services = {}
-    for name in SERVICES:
-        env = dict(os.environ) | {
-            "OODA_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-            "OODA_AUTH_SECRET": infra.auth_secret,
-            "OODA_TOPIC_PREFIX": prefix,
-            "OODA_LOG_LEVEL": "INFO",
-            f"{name.upper()}_DATABASE_URL": await create_database(infra, name),
-            f"{name.upper()}_PORT": str(ports[name]),
-            f"{name.upper()}_OUTBOX_POLL_SECONDS": "0.2",
-        }
-        if name != "cmdb":
-            env[f"{name.upper()}_CMDB_URL"] = cmdb_url
-        if name == "pipeline":
-            env["PIPELINE_DATA_DIR"] = str(data_dir)
-        if name == "monitor":
-            env["MONITOR_SCRAPE_INTERVAL_SECONDS"] = "2"
-        services[name] = ServiceProcess(name, env, ports[name], root / f"{name}.log")
+    services = await platform_processes(infra, prefix, root, data_dir)
     for proc in services.values():
         proc.start()
     try:

@@ -311,3 +311,33 @@ async def running_service(
                 yield RunningService(app, client, settings, prefix)
     finally:
         await delete_topics(infra, prefix)
+
+
+async def platform_processes(
+    infra: Infra,
+    prefix: str,
+    logs: Path,
+    pipeline_data: Path,
+    scrape_interval_s: float = 2.0,
+) -> dict[str, ServiceProcess]:
+    """The five services as processes (not started) on fresh databases and topics under `prefix`,
+    each pointed at this platform's CMDB, with the pipeline's instances kept in `pipeline_data`."""
+    ports = {name: free_port() for name in SERVICES}
+    cmdb_url = f"http://127.0.0.1:{ports['cmdb']}"
+    services = {}
+    for name in SERVICES:
+        env = dict(os.environ) | {
+            "OODA_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+            "OODA_AUTH_SECRET": infra.auth_secret,
+            "OODA_TOPIC_PREFIX": prefix,
+            "OODA_LOG_LEVEL": "INFO",
+            f"{name.upper()}_DATABASE_URL": await create_database(infra, name),
+            f"{name.upper()}_PORT": str(ports[name]),
+            f"{name.upper()}_OUTBOX_POLL_SECONDS": "0.2",
+            f"{name.upper()}_CMDB_URL": cmdb_url,
+            "PIPELINE_DATA_DIR": str(pipeline_data),
+            "PIPELINE_PYTHON": sys.executable,
+            "MONITOR_SCRAPE_INTERVAL_SECONDS": str(scrape_interval_s),
+        }
+        services[name] = ServiceProcess(name, env, ports[name], logs / f"{name}.log")
+    return services
