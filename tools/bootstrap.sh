@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create or update the project's environment: uv, the virtualenv from uv.lock, and the Node tool
-# that validates the AsyncAPI document. Safe to run repeatedly; fast when nothing changed.
+# Create or update the project's environment: uv, the virtualenv from uv.lock, and the Node tools
+# that validate the AsyncAPI document and the Grafana dashboards. Safe to run repeatedly; fast when
+# nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV_VERSION=0.13.8
@@ -14,4 +15,8 @@ uv sync --all-packages --frozen --quiet
 if [ ! -d tools/asyncapi/node_modules/@asyncapi/parser ]; then
   echo "==> Installing the AsyncAPI parser (npm ci)"
   (cd tools/asyncapi && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -d tools/grafana-schema/node_modules/@grafana/schema ]; then
+  echo "==> Installing Grafana's published dashboard schema (npm ci)"
+  (cd tools/grafana-schema && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -3,7 +3,7 @@
     .venv/bin/python deploy/grafana/generate.py            # rewrite the committed files
     .venv/bin/python deploy/grafana/generate.py --check    # fail if they are stale
 
-Writes `deploy/grafana/dashboards/{platform-health,loop-overview}.json` and
+Writes `deploy/grafana/dashboards/{platform-health,loop-overview,capacity-and-budget}.json` and
 `deploy/prometheus/prometheus.yml`. Every panel query is checked against a real Prometheus by
 `tests/surfaces/test_dashboards.py`.
 """
@@ -333,6 +333,252 @@ def loop_overview() -> Dashboard:
     )
 
 
+def _pool_share(allocated: str, total: str, pool: str) -> str:
+    return f"sum by (pool) ({allocated}{{{pool}}}) / sum by (pool) ({total}{{{pool}}})"
+
+
+def capacity_and_budget() -> Dashboard:
+    """Per team and pool: budget spend, replicas, quota use, pool capacity, held-back decisions."""
+    team = 'team=~"$team"'
+    pool = 'pool=~"$pool"'
+    of_team = f"and on (app) ooda_elastic_app_replicas{{{team}}}"
+    return (
+        Dashboard("OODA capacity and budget")
+        .uid("ooda-capacity-and-budget")
+        .tags(["ooda"])
+        .refresh("30s")
+        .time("now-6h", "now")
+        .with_variable(_datasource())
+        .with_variable(
+            QueryVariable("team")
+            .label("team")
+            .query("label_values(ooda_elastic_app_replicas, team)")
+            .datasource(DS)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+        )
+        .with_variable(
+            QueryVariable("pool")
+            .label("pool")
+            .query("label_values(ooda_pool_cpu_millis, pool)")
+            .datasource(DS)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+        )
+        .with_row(Row("Budget per team"))
+        .with_panel(
+            _stat(
+                "Replicas running",
+                "short",
+                f"sum(ooda_elastic_app_replicas{{{team}}})",
+                "replicas",
+            )
+        )
+        .with_panel(
+            _stat(
+                "Budget committed (share of the limit)",
+                "percentunit",
+                f"max(sum by (team) (ooda_budget_committed_replica_hours{{{team}}}) "
+                f"/ sum by (team) (ooda_budget_limit_replica_hours{{{team}}}))",
+                "most committed team",
+            )
+        )
+        .with_panel(
+            _stat(
+                "Pool CPU allocated",
+                "percentunit",
+                f"sum(ooda_pool_allocated_cpu_millis{{{pool}}}) "
+                f"/ sum(ooda_pool_cpu_millis{{{pool}}})",
+                "allocated",
+            )
+        )
+        .with_panel(
+            _stat(
+                "Decisions held back (last hour)",
+                "short",
+                f'sum(increase(ooda_elastic_holds_total{{{team},rule!="at_target"}}[1h]))',
+                "held",
+            )
+        )
+        .with_panel(
+            _series(
+                "Budget this period: limit, committed and used (replica-hours)",
+                "short",
+                (f"sum by (team) (ooda_budget_limit_replica_hours{{{team}}})", "{{team}} limit"),
+                (
+                    f"sum by (team) (ooda_budget_committed_replica_hours{{{team}}})",
+                    "{{team}} committed",
+                ),
+                (f"sum by (team) (ooda_budget_used_replica_hours{{{team}}})", "{{team}} used"),
+                description=(
+                    "Committed: what was used so far plus what the replicas running now use "
+                    "until the period ends."
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Budget used and committed (share of the limit)",
+                "percentunit",
+                (
+                    f"sum by (team) (ooda_budget_used_replica_hours{{{team}}}) "
+                    f"/ sum by (team) (ooda_budget_limit_replica_hours{{{team}}})",
+                    "{{team}} used",
+                ),
+                (
+                    f"sum by (team) (ooda_budget_committed_replica_hours{{{team}}}) "
+                    f"/ sum by (team) (ooda_budget_limit_replica_hours{{{team}}})",
+                    "{{team}} committed",
+                ),
+            )
+        )
+        .with_row(Row("Replicas per team and application"))
+        .with_panel(
+            _series(
+                "Replicas per team",
+                "short",
+                (f"sum by (team) (ooda_elastic_app_replicas{{{team}}})", "{{team}}"),
+            )
+        )
+        .with_panel(
+            _series(
+                "Replicas per application, with the policy's maximum",
+                "short",
+                (f"sum by (team, app) (ooda_elastic_app_replicas{{{team}}})", "{{team}}/{{app}}"),
+                (
+                    f"max by (team, app) (ooda_elastic_app_max_replicas{{{team}}})",
+                    "{{team}}/{{app}} max",
+                ),
+            )
+        )
+        .with_row(Row("Quotas"))
+        .with_panel(
+            _series(
+                "Quota use: CPU (share of the limit)",
+                "percentunit",
+                (
+                    f"sum by (team, scope, name) (ooda_quota_used_cpu_millis{{{team}}}) "
+                    f"/ sum by (team, scope, name) (ooda_quota_cpu_millis{{{team}}})",
+                    "{{team}} {{scope}} {{name}}",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Quota use: memory (share of the limit)",
+                "percentunit",
+                (
+                    f"sum by (team, scope, name) (ooda_quota_used_memory_mib{{{team}}}) "
+                    f"/ sum by (team, scope, name) (ooda_quota_memory_mib{{{team}}})",
+                    "{{team}} {{scope}} {{name}}",
+                ),
+            )
+        )
+        .with_row(Row("Capacity per pool"))
+        .with_panel(
+            _series(
+                "CPU per pool: schedulable and allocated (cores)",
+                "short",
+                (f"sum by (pool) (ooda_pool_cpu_millis{{{pool}}}) / 1000", "{{pool}} schedulable"),
+                (
+                    f"sum by (pool) (ooda_pool_allocated_cpu_millis{{{pool}}}) / 1000",
+                    "{{pool}} allocated",
+                ),
+                description=(
+                    "Schedulable: hosts that are up. Allocated: what live instances reserve."
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Memory per pool: schedulable and allocated",
+                "mbytes",
+                (f"sum by (pool) (ooda_pool_memory_mib{{{pool}}})", "{{pool}} schedulable"),
+                (
+                    f"sum by (pool) (ooda_pool_allocated_memory_mib{{{pool}}})",
+                    "{{pool}} allocated",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Allocation per pool (share of schedulable CPU and memory)",
+                "percentunit",
+                (
+                    _pool_share("ooda_pool_allocated_cpu_millis", "ooda_pool_cpu_millis", pool),
+                    "{{pool}} CPU",
+                ),
+                (
+                    _pool_share("ooda_pool_allocated_memory_mib", "ooda_pool_memory_mib", pool),
+                    "{{pool}} memory",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Hosts and instances per pool",
+                "short",
+                (f"sum by (pool, status) (ooda_pool_hosts{{{pool}}})", "{{pool}} hosts {{status}}"),
+                (f"sum by (pool) (ooda_pool_instances{{{pool}}})", "{{pool}} instances"),
+            )
+        )
+        .with_row(Row("Decisions against the limits"))
+        .with_panel(
+            _series(
+                "Decisions held back, by the rule that held them (last hour)",
+                "short",
+                (
+                    "sum by (team, rule) (increase(ooda_elastic_holds_total"
+                    f'{{{team},rule!="at_target"}}[1h]))',
+                    "{{team}} {{rule}}",
+                ),
+                description=(
+                    "budget, cooldown, rate_limit, capacity (hosts and quotas), spread, or "
+                    "cmdb_unavailable; `ooda` shows each outcome's reason."
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Decisions clipped, by rule (last hour)",
+                "short",
+                (
+                    f"sum by (team, rule) (increase(ooda_elastic_clips_total{{{team}}}[1h]))",
+                    "{{team}} {{rule}}",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Scale outcomes by action (last hour)",
+                "short",
+                (
+                    f"sum by (team, action) (increase(ooda_elastic_outcomes_total{{{team}}}[1h]))",
+                    "{{team}} {{action}}",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Forecast load against serving capacity",
+                "reqps",
+                (f"sum by (app) (ooda_decision_forecast_rps {of_team})", "{{app}} forecast"),
+                (f"sum by (app) (ooda_decision_capacity_rps {of_team})", "{{app}} capacity now"),
+                (
+                    f"sum by (app) (ooda_decision_planned_capacity_rps {of_team})",
+                    "{{app}} capacity decided",
+                ),
+                description=(
+                    "Forecast: the load the latest decision sized for. Capacity: learned load "
+                    "per instance times the ready (now) or decided replicas."
+                ),
+            )
+        )
+    )
+
+
 def prometheus_config(
     services: dict[str, str] | None = None,
     cmdb: str | None = None,
@@ -357,11 +603,30 @@ def prometheus_config(
     }
 
 
+def _conforming(board: Any) -> dict[str, Any]:
+    """The dashboard as Grafana's published schema (`@grafana/schema`) types it.
+
+    The SDK gives every variable the interval variable's `auto*` fields, which the schema's
+    `VariableModel` does not declare: keep them on interval variables only.
+    """
+    raw: dict[str, Any] = json.loads(json.dumps(board, cls=JSONEncoder))
+    for variable in raw.get("templating", {}).get("list", []):
+        if variable.get("type") != "interval":
+            for key in ("auto", "auto_count", "auto_min"):
+                variable.pop(key, None)
+    return raw
+
+
 def render() -> dict[Path, str]:
     """Every generated file and its content."""
     out = {}
-    for name, board in (("platform-health", platform_health()), ("loop-overview", loop_overview())):
-        text = json.dumps(board.build(), cls=JSONEncoder, sort_keys=True, indent=2)
+    boards = {
+        "platform-health": platform_health(),
+        "loop-overview": loop_overview(),
+        "capacity-and-budget": capacity_and_budget(),
+    }
+    for name, board in boards.items():
+        text = json.dumps(_conforming(board.build()), cls=JSONEncoder, sort_keys=True, indent=2)
         out[DASHBOARDS / f"{name}.json"] = text + "\n"
     header = "# generated by deploy/grafana/generate.py: do not edit\n"
     out[PROMETHEUS_YML] = header + yaml.safe_dump(prometheus_config(), sort_keys=False)

@@ -83,6 +83,7 @@ def test_grafana_is_provisioned_with_the_generated_dashboards_and_prometheus() -
     }
     dashboards = mounts["/var/lib/grafana/dashboards"]
     assert sorted(p.name for p in dashboards.glob("*.json")) == [
+        "capacity-and-budget.json",
         "loop-overview.json",
         "platform-health.json",
     ]

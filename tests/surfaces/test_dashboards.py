@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from .conftest import Surface
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "deploy" / "grafana" / "dashboards"
+SCHEMA_TOOL = REPO / "tools" / "grafana-schema"
 
 
 def generator() -> ModuleType:
@@ -55,7 +57,60 @@ def panel_queries() -> list[tuple[str, str, str]]:
 
 def executable(expr: str) -> str:
     """A panel query as Grafana sends it with every variable at 'All'."""
-    return expr.replace("$__rate_interval", "20s").replace("$service", ".*").replace("$app", ".*")
+    return re.sub(r"\$[a-z]+\b", ".*", expr.replace("$__rate_interval", "20s"))
+
+
+def schema_check(*paths: Path) -> subprocess.CompletedProcess[str]:
+    """Type-check dashboards against the `Dashboard` type of @grafana/schema (tools/grafana-schema)."""
+    if not (SCHEMA_TOOL / "node_modules" / "@grafana" / "schema").exists():
+        npm = shutil.which("npm")
+        assert npm, "npm is needed to check the dashboards against Grafana's schema"
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=SCHEMA_TOOL, check=True)
+    return subprocess.run(
+        ["node", str(SCHEMA_TOOL / "check.mjs"), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.unit
+def test_the_generator_writes_the_three_dashboards() -> None:
+    assert sorted(p.name for p in DASHBOARDS.glob("*.json")) == [
+        "capacity-and-budget.json",
+        "loop-overview.json",
+        "platform-health.json",
+    ]
+
+
+@pytest.mark.unit
+def test_every_dashboard_is_a_dashboard_of_grafanas_published_schema() -> None:
+    paths = sorted(DASHBOARDS.glob("*.json"))
+    result = schema_check(*paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("a valid Dashboard") == len(paths) == 3
+
+
+@pytest.mark.unit
+def test_the_schema_check_rejects_a_field_of_the_wrong_type_and_an_unknown_field(
+    tmp_path: Path,
+) -> None:
+    board = json.loads((DASHBOARDS / "capacity-and-budget.json").read_text())
+    board["panels"][1]["gridPos"]["h"] = "8"
+    wrong_type = tmp_path / "wrong-type.json"
+    wrong_type.write_text(json.dumps(board, indent=2))
+    result = schema_check(wrong_type)
+    assert result.returncode == 1
+    assert "wrong-type.json" in result.stdout and "not assignable to type 'number'" in result.stdout
+    # What the SDK emits before the generator drops the interval variable's fields.
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+
+    raw = json.loads(json.dumps(generator().capacity_and_budget().build(), cls=JSONEncoder))
+    unknown = tmp_path / "unknown-field.json"
+    unknown.write_text(json.dumps(raw, indent=2))
+    result = schema_check(unknown)
+    assert result.returncode == 1
+    assert "'\"auto\"' does not exist in type 'VariableModel'" in result.stdout
 
 
 @pytest.mark.unit
@@ -145,6 +200,51 @@ async def prometheus(surface: Surface, workdir: Path) -> AsyncIterator[str]:
         proc.wait(10)
 
 
+BUDGET, QUOTA_CPU, REQUEST_CPU = 500.0, 4000, 250
+
+
+async def limits(
+    client: httpx.AsyncClient, platform: ScenarioPlatform, app: str, team: str
+) -> None:
+    """The team's scaling policy, budget and quotas, set through elastic's API."""
+    owner = platform.headers("ooda-dashboards", f"team:{team}")
+    infra = platform.headers("ooda-dashboards", "infra")
+    policy = {
+        "team": team,
+        "min_replicas": 2,
+        "max_replicas": 3,
+        "request": {"cpu_millis": REQUEST_CPU, "memory_mib": 128},
+    }
+    quota = {"cpu_millis": QUOTA_CPU, "memory_mib": 8192}
+    for url, body, headers in (
+        (f"/v1/apps/{app}/policy", policy, owner),
+        (f"/v1/teams/{team}/budget", {"period": "day", "limit": BUDGET}, owner),
+        (f"/v1/quotas/{team}/pool/general", quota, infra),
+        (f"/v1/quotas/{team}/zone/zone-a", quota, infra),
+    ):
+        answer = await client.put(platform.elastic + url, json=body, headers=headers)
+        assert answer.status_code == 200, (url, answer.text)
+
+
+def expected(app: str, team: str) -> list[tuple[str, str]]:
+    """Queries that return data only once the metrics show what the test set up."""
+    of = f'team="{team}"'
+    pool = f'{of},scope="pool",name="general"'
+    return [
+        ("budget limit", f'ooda_budget_limit_replica_hours{{{of},period="day"}} == {BUDGET}'),
+        ("budget used", f"ooda_budget_used_replica_hours{{{of}}} >= 0"),
+        (
+            "committed covers the replicas to the period's end",
+            f"ooda_budget_committed_replica_hours{{{of}}} > ooda_budget_used_replica_hours{{{of}}}",
+        ),
+        ("replicas", f'ooda_elastic_app_replicas{{{of},app="{app}"}} == 2'),
+        ("quota limit", f"ooda_quota_cpu_millis{{{pool}}} == {QUOTA_CPU}"),
+        ("quota used", f"ooda_quota_used_cpu_millis{{{pool}}} == {2 * REQUEST_CPU}"),
+        ("pool allocation", 'ooda_pool_allocated_cpu_millis{pool="general"} > 0'),
+        ("forecast", f'ooda_decision_forecast_rps{{app="{app}"}} >= 0'),
+    ]
+
+
 async def traffic(surface: Surface, app: str) -> None:
     """Load on the app's instances and reads on every service API, until cancelled."""
     async with httpx.AsyncClient(timeout=5) as client:
@@ -166,19 +266,20 @@ async def traffic(surface: Surface, app: str) -> None:
 async def test_every_panel_query_returns_data_from_a_real_prometheus(
     surface: Surface, tmp_path: Path
 ) -> None:
-    app = unique("dash")
+    app, team = unique("dash"), unique("team")
     platform = ScenarioPlatform(surface.infra.auth_secret, **{n: surface.url(n) for n in SERVICES})
     async with httpx.AsyncClient(timeout=30) as client:
         sha = await upload_artifact(client, platform, surface.workload)
-        await declare_app(
-            client, platform, AppPlan(app, min_replicas=2, desired=2, max_replicas=3), sha
-        )
+        plan = AppPlan(app, team=team, min_replicas=2, desired=2, max_replicas=3)
+        await declare_app(client, platform, plan, sha)
+        await limits(client, platform, app, team)
         await wait_for_instances(client, platform, app, 2, timeout_s=60)
     load = asyncio.create_task(traffic(surface, app))
     missing: dict[str, Any] = {}
     try:
         async with prometheus(surface, tmp_path) as prom, httpx.AsyncClient(timeout=10) as client:
             pending = {(board, title, executable(expr)) for board, title, expr in panel_queries()}
+            pending |= {("stored state", what, expr) for what, expr in expected(app, team)}
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(75):
                     while pending:

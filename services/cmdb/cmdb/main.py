@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from cmdb import errors
 from cmdb.api import router
+from cmdb.capacity_metrics import start_refresh
 from cmdb.config import Settings
 from cmdb.consumer import subscriptions
 from cmdb.store import messaging
@@ -28,6 +29,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         migrations_dir=MIGRATIONS,
         routers=[router],
         subscriptions=subscriptions,
+        on_start=start_refresh,
     )
     errors.install(app)
     return app

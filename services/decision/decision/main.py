@@ -9,6 +9,7 @@ from decision.cmdb import HttpSpecSource, SpecSource
 from decision.config import Settings
 from decision.consumer import subscriptions
 from decision.engine import Engine
+from decision.metrics import start_refresh
 from decision.store import messaging
 from ooda.service import create_service_app, run_service
 from ooda.settings import ServiceSettings
@@ -30,6 +31,7 @@ def create_app(settings: ServiceSettings, specs: SpecSource | None = None) -> Fa
         migrations_dir=MIGRATIONS,
         routers=[router],
         subscriptions=subscriptions(engine, specs or HttpSpecSource(settings.cmdb_url), settings),
+        on_start=start_refresh,
     )
     app.state.engine = engine
     return app

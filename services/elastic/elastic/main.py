@@ -9,6 +9,7 @@ from elastic.api import router
 from elastic.cmdb import CmdbClient, HttpCmdbClient
 from elastic.config import Settings
 from elastic.consumer import subscriptions_with
+from elastic.metrics import start_refresh
 from elastic.store import messaging
 from ooda.service import create_service_app, run_service
 from ooda.settings import ServiceSettings
@@ -36,6 +37,7 @@ def create_app(settings: ServiceSettings, cmdb: CmdbClient | None = None) -> Fas
         migrations_dir=MIGRATIONS,
         routers=[router],
         subscriptions=subscriptions_with(cmdb),
+        on_start=start_refresh(cmdb),
     )
     app.state.cmdb = cmdb
     errors.install(app)
