@@ -88,10 +88,11 @@ def kill_workloads(data_dir: Path, timeout_s: float = 10.0) -> dict[int, str]:
     return killed
 
 
-@pytest.fixture(scope="session")
-async def platform(
+@contextlib.asynccontextmanager
+async def started_platform(
     infra: Infra, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
+    """The five services as processes on `infra`, ready; stopped (with their instances) after."""
     prefix = unique("it").replace("-", "") + "."
     await create_topics(infra, prefix)
     logs = tmp_path_factory.mktemp("service-logs")
@@ -113,6 +114,14 @@ async def platform(
         await delete_topics(infra, prefix)
         if survivors := workload_processes(Path(pipeline_data)):
             raise RuntimeError(f"workload processes outlived the session: {survivors}")
+
+
+@pytest.fixture(scope="session")
+async def platform(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    async with started_platform(infra, tmp_path_factory) as running:
+        yield running
 
 
 @pytest.fixture

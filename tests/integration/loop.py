@@ -42,8 +42,9 @@ SCALE_DOWN_COOLDOWN_S = 4
 
 def loop_plan(app: str) -> scenario.AppPlan:
     # `seasonal-naive` without a day of history sizes for the last window's load, so it scales
-    # in as soon as the load falls; the `predictive` and `hpa` policies hold a scale-in for a
-    # fixed 900 s / 300 s stabilisation window of wall time, longer than this test may run.
+    # in as soon as the load falls; the `predictive` and `hpa` policies hold a scale-in for their
+    # stabilisation window (900 s / 300 s unless the spec's `scale_in_window_s` says otherwise),
+    # and after a collapse like this test's step down `predictive` keeps capacity for 12 windows.
     return scenario.AppPlan(
         app=app,
         min_replicas=2,
@@ -229,3 +230,38 @@ async def eventually(
 def kill_pid(pid: int) -> None:
     """SIGKILL one process (an instance's crash)."""
     os.kill(pid, 9)
+
+
+async def diagnose(http: httpx.AsyncClient, platform: Platform, app: str) -> str:
+    """What the loop did lately for `app`, for a failure message: decisions, elastic's outcomes,
+    the pipeline's changes and the CMDB's instances."""
+    lines = []
+
+    async def get(service: str, path: str, **params: Any) -> Any:
+        try:
+            response = await http.get(f"{platform.url(service)}{path}", params=params)
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return f"{service}{path}: {exc!r}"
+
+    decisions = await get("decision", f"/v1/apps/{app}/decisions", limit=8)
+    for d in decisions if isinstance(decisions, list) else [decisions]:
+        lines.append(
+            f"decision {d['window_end']} {d['current_replicas']}->{d['desired_replicas']} "
+            f"published={d['published']} {d['reason']}"
+            if isinstance(d, dict)
+            else str(d)
+        )
+    outcomes = await get("elastic", f"/v1/apps/{app}/outcomes", limit=6)
+    lines += [f"elastic {o}" for o in (outcomes if isinstance(outcomes, list) else [outcomes])]
+    changes = await get("pipeline", "/v1/changes", app=app, limit=6)
+    items = changes.get("items", changes) if isinstance(changes, dict) else changes
+    for c in items if isinstance(items, list) else [items]:
+        lines.append(
+            f"change {c.get('kind')} {c.get('state')} created {c.get('created_at')}"
+            if isinstance(c, dict)
+            else str(c)
+        )
+    instances = await get("cmdb", "/v1/instances", app=app)
+    lines.append(f"cmdb instances {instances}")
+    return "\n".join(lines)

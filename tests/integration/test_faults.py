@@ -1,23 +1,31 @@
-"""The loop survives its services crashing: kill -9 each one once during a run under load."""
+"""The loop survives faults during a run under changing load: kill -9 of each service once, a
+restart of the Kafka broker and one of PostgreSQL.
+
+The platform here runs on a broker and a cluster of this module's own (`private_local_infra`),
+so restarting them disturbs no other test.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
 from ooda import scenario
-from ooda.testing import SERVICES, unique
+from ooda.testing import SERVICES, PrivateInfra, private_local_infra, unique
 
-from .conftest import Platform
+from .conftest import Platform, started_platform
 from .loop import (
     HIGH_RPS,
     LOW_RPS,
     Load,
     cmdb_instances,
+    diagnose,
     eventually,
     live_endpoints,
     loop_plan,
@@ -50,6 +58,27 @@ async def outbox_backlog(http: httpx.AsyncClient, platform: Platform) -> dict[st
     return found
 
 
+@pytest.fixture(scope="module")
+def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateInfra]:
+    with private_local_infra(tmp_path_factory.mktemp("own-infra")) as private:
+        yield private
+
+
+@pytest.fixture(scope="module")
+async def own_platform(
+    own_infra: PrivateInfra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    async with started_platform(own_infra.infra, tmp_path_factory) as running:
+        yield running
+
+
+async def restart(own_infra: PrivateInfra, component: str, injected: list[str]) -> None:
+    """Stop the broker or the database and start it again (the services are left running)."""
+    began = time.monotonic()
+    await asyncio.to_thread(own_infra.restart, component)
+    injected.append(f"restart {component} ({time.monotonic() - began:.1f}s down)")
+
+
 async def crash(platform: Platform, name: str, injected: list[str]) -> None:
     """kill -9 the service, start it again, wait until it is ready."""
     service = platform.services[name]
@@ -59,9 +88,13 @@ async def crash(platform: Platform, name: str, injected: list[str]) -> None:
     await service.wait_ready()
 
 
-async def test_killing_each_service_once_loses_nothing_and_repeats_nothing(
-    platform: Platform, http: httpx.AsyncClient, tmp_path_factory: pytest.TempPathFactory
+async def test_crashes_and_infrastructure_restarts_lose_nothing_and_repeat_nothing(
+    own_infra: PrivateInfra,
+    own_platform: Platform,
+    http: httpx.AsyncClient,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
+    platform = own_platform
     plan = loop_plan(unique("crashy"))
     app = plan.app
     await scenario.bring_up(platform.scenario(), plan, tmp_path_factory.mktemp("faults"))
@@ -73,12 +106,13 @@ async def test_killing_each_service_once_loses_nothing_and_repeats_nothing(
     async def over() -> bool:
         return phase_over.is_set()
 
-    # Load steps up; the decision and elastic crash before the platform reacts, the pipeline
-    # while it executes the scale-out.
-    high = asyncio.create_task(load.run_until(HIGH_RPS, over, timeout_s=150))
+    # Load steps up; the decision and elastic crash and the broker restarts before the platform
+    # reacts, the pipeline crashes while it executes the scale-out.
+    high = asyncio.create_task(load.run_until(HIGH_RPS, over, timeout_s=180))
     await asyncio.sleep(3)
     await crash(platform, "decision", injected)
     await crash(platform, "elastic", injected)
+    await restart(own_infra, "kafka", injected)
 
     async def scale_requested() -> bool:
         # Crash the pipeline as soon as a scale change exists: usually mid-rollout, but a fast
@@ -96,12 +130,17 @@ async def test_killing_each_service_once_loses_nothing_and_repeats_nothing(
     scaled = await eventually(scaled_out, timeout_s=60)
     phase_over.set()
     await high
-    assert scaled, f"no scale-out after the crashes; logs in {platform.logs}"
+    assert scaled, (
+        f"no scale-out after the crashes; logs in {platform.logs}\n"
+        f"{await diagnose(http, platform, app)}"
+    )
 
-    # Load falls; the monitor and the CMDB crash while the platform scales in.
+    # Load falls; the monitor crashes, the database restarts and the CMDB crashes while the
+    # platform scales in.
     phase_over.clear()
-    low = asyncio.create_task(load.run_until(LOW_RPS, over, timeout_s=150))
+    low = asyncio.create_task(load.run_until(LOW_RPS, over, timeout_s=180))
     await crash(platform, "monitor", injected)
+    await restart(own_infra, "postgresql", injected)
     await crash(platform, "cmdb", injected)
 
     async def scaled_in() -> bool:
@@ -110,7 +149,10 @@ async def test_killing_each_service_once_loses_nothing_and_repeats_nothing(
     scaled = await eventually(scaled_in, timeout_s=60)
     phase_over.set()
     await low
-    assert scaled, f"no scale-in after the crashes; logs in {platform.logs}"
+    assert scaled, (
+        f"no scale-in after the crashes; logs in {platform.logs}\n"
+        f"{await diagnose(http, platform, app)}"
+    )
 
     # Quiescence: no change left running, every outbox drained, CMDB and processes agree.
     async def quiet() -> bool:

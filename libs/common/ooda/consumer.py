@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from sqlalchemy import ARRAY, Text, cast, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ooda.db import Messaging
+from ooda.db import Messaging, database_answers
 from ooda.events import DecodeError, Event, decode
 from ooda.events.envelope import Headers, UnknownEventType
 from ooda.metrics import CONSUMED, CONSUMER_FAILURES, CONSUMER_LAG, HANDLE_SECONDS
@@ -274,12 +274,7 @@ class EventConsumer:
             return
 
     async def _database_up(self) -> bool:
-        try:
-            async with self.sessions() as session:
-                await session.execute(select(1))
-            return True
-        except Exception:
-            return False
+        return await database_answers(self.sessions)
 
     async def _handle(self, session: AsyncSession, event: Event, record: ConsumerRecord) -> None:
         parent = context_from(event.traceparent, event.tracestate)

@@ -114,3 +114,18 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 def asyncpg_dsn(url: str) -> str:
     """The plain libpq URL of a SQLAlchemy asyncpg URL (for LISTEN/NOTIFY connections)."""
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def database_answers(
+    sessions: async_sessionmaker[AsyncSession], timeout_s: float = 3.0
+) -> bool:
+    """True when the database runs a trivial query within `timeout_s` (tells a database outage
+    from a failure of the work itself)."""
+    import asyncio
+
+    try:
+        async with asyncio.timeout(timeout_s), sessions() as session:
+            await session.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False

@@ -22,10 +22,11 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ooda.consumer import BatchHandler, EventConsumer, Handler
-from ooda.db import Messaging, create_engine, session_factory
+from ooda.db import Messaging, create_engine, database_answers, session_factory
 from ooda.events.contracts import APP_ID_PATTERN
 from ooda.logging import setup_logging
 from ooda.migrations import current_revision, head_revision, wait_and_upgrade
@@ -102,6 +103,20 @@ def _consumer_job(rt: Runtime, consumer: EventConsumer) -> Callable[[], Awaitabl
             await consumer.stop()
 
     return job
+
+
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A request that failed because the database is down (restarting, failing over) gets a 503 to
+    retry, not a 500; any other database error is a bug, answered without details."""
+    if not await database_answers(request.app.state.runtime.sessions):
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
 def create_service_app(
@@ -208,6 +223,9 @@ def create_service_app(
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(OSError, database_error)
 
     for router in routers:
         app.include_router(router)

@@ -341,3 +341,68 @@ async def platform_processes(
         }
         services[name] = ServiceProcess(name, env, ports[name], logs / f"{name}.log")
     return services
+
+
+@dataclass
+class PrivateInfra:
+    """A Kafka broker and a PostgreSQL cluster of one test's own (deploy/local in its own folder,
+    on its own ports), so the test may restart them without disturbing any other test."""
+
+    infra: Infra
+    local_dir: Path
+    env: dict[str, str]
+
+    def _run(self, *args: str, timeout_s: float = 300.0) -> str:
+        script = REPO / "deploy" / "local" / "ooda-local"
+        result = subprocess.run(
+            [str(script), *args],
+            env=dict(os.environ) | self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"ooda-local {' '.join(args)} failed:\n{result.stdout[-3000:]}\n"
+                f"{result.stderr[-3000:]}"
+            )
+        return result.stdout
+
+    def restart(self, component: str) -> None:
+        """Stop `kafka` or `postgresql` and start it again; returns once it serves."""
+        self._run("restart", component, timeout_s=120.0)
+
+
+@contextlib.contextmanager
+def private_local_infra(workdir: Path) -> Iterator[PrivateInfra]:
+    """Start a private broker and cluster under `workdir`; stop them and remove their data after.
+
+    The Kafka jars are shared with the main `.local` folder when it has them (no second download).
+    """
+    local_dir = workdir / "local"
+    libs = LOCAL_ENV.parent / "kafka" / "libs"
+    if libs.is_dir():
+        (local_dir / "kafka").mkdir(parents=True, exist_ok=True)
+        (local_dir / "kafka" / "libs").symlink_to(libs)
+    env = {
+        "OODA_LOCAL_DIR": str(local_dir),
+        "OODA_KAFKA_PORT": str(free_port()),
+        "OODA_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "OODA_PG_PORT": str(free_port()),
+    }
+    private = PrivateInfra(Infra("", {}, "", "private deploy/local"), local_dir, env)
+    try:
+        private._run("infra-up", timeout_s=600.0)
+        found = _from_mapping(read_env_file(local_dir / "ooda.env"), "private deploy/local")
+        if found is None:
+            raise RuntimeError(f"{local_dir / 'ooda.env'} lacks the expected variables")
+        private.infra = found
+        yield private
+    finally:
+        pg_root = local_dir / "pg"
+        with contextlib.suppress(Exception):
+            private._run("down", timeout_s=120.0)
+        if pg_root.is_symlink():  # the cluster was kept outside an unreachable folder
+            target = pg_root.resolve()
+            if target.name.startswith("ooda-pg-"):
+                shutil.rmtree(target, ignore_errors=True)
