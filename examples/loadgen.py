@@ -3,7 +3,10 @@
 The request rate follows the trace (scaled so its peak is `peak_rps`, time-compressed so one trace
 step lasts `step_seconds`). Instances come from the CMDB (`GET /v1/instances?app=`), refreshed every
 second, and requests are balanced across them client-side, so the generator follows instances as
-the platform adds and removes them. It records, per step, what was sent, served, failed and slow.
+the platform adds and removes them. An instance that refuses connections (stopped by a scale-in
+before the CMDB's list says so) is ejected from the rotation for a few seconds and the request
+is sent once more to another one, as client-side balancers do. It records, per step, what was
+sent, served, failed, retried and slow.
 
     python examples/loadgen.py --trace ../shared/data/traces/msft/mongo-01.csv --app shop \\
         --start 7000 --steps 120 --step-seconds 2 --peak-rps 200
@@ -40,6 +43,7 @@ class StepStats:
     failed: int = 0
     slow: int = 0
     dropped: int = 0
+    retried: int = 0
     instances: int = 0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
@@ -82,18 +86,33 @@ class LoadGenerator:
         self.slow_ms = slow_ms
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
+        self.eject_s = 5.0
         self._current: list[str] = []
+        self._rotation: list[str] = []
         self._cycle: itertools.cycle[str] | None = None
+        self._ejected: dict[str, float] = {}  # endpoint -> monotonic time it may return
         self._in_flight = 0
+
+    def _rebuild(self) -> None:
+        now = time.monotonic()
+        self._ejected = {url: until for url, until in self._ejected.items() if until > now}
+        rotation = [url for url in self._current if url not in self._ejected]
+        if rotation != self._rotation:
+            self._rotation = rotation
+            self._cycle = itertools.cycle(rotation) if rotation else None
+
+    def _eject(self, url: str) -> None:
+        """Take an endpoint that refused a connection out of the rotation for `eject_s`."""
+        self._ejected[url] = time.monotonic() + self.eject_s
+        self._rebuild()
 
     async def _refresh_once(self) -> None:
         try:
             found = await self.endpoints()
         except httpx.HTTPError:
-            return  # keep the last known instances while the CMDB is unreachable
-        if found != self._current:
-            self._current = found
-            self._cycle = itertools.cycle(found) if found else None
+            found = self._current  # keep the last known instances while the CMDB is unreachable
+        self._current = found
+        self._rebuild()
 
     async def _refresh(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -103,7 +122,15 @@ class LoadGenerator:
     async def _one(self, client: httpx.AsyncClient, url: str, stats: StepStats) -> None:
         started = time.perf_counter()
         try:
-            response = await client.get(url + self.path, timeout=self.timeout_s)
+            try:
+                response = await client.get(url + self.path, timeout=self.timeout_s)
+            except httpx.ConnectError:
+                # Nothing listens there any more (or not yet): eject it, try another instance once.
+                self._eject(url)
+                if self._cycle is None:
+                    raise
+                stats.retried += 1
+                response = await client.get(next(self._cycle) + self.path, timeout=self.timeout_s)
             elapsed = (time.perf_counter() - started) * 1000
             if response.status_code < 500:
                 stats.ok += 1

@@ -334,6 +334,11 @@ async def demo(args: argparse.Namespace) -> int:
         capacity_rps=args.capacity,
         target_utilisation=target_util,
         policy=args.policy,
+        # The spec's scale-in window (predictive: 900 s), compressed like the load, so a fall in
+        # the trace is met by a scale-in as on a real day; real time with --platform-cooldowns.
+        scale_in_window_s=(
+            None if args.platform_cooldowns else max(2 * args.window_seconds, 900.0 / ratio)
+        ),
     )
     bootstrap = env.get("OODA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     out_dir = REPO / "reports" / f"demo-{stamp}"
@@ -364,7 +369,8 @@ async def demo(args: argparse.Namespace) -> int:
             print(
                 f"elastic policy, time-compressed like the load: scale-up cooldown "
                 f"{policy['scale_up_cooldown']}, scale-down cooldown "
-                f"{policy['scale_down_cooldown']}, {policy['max_actions_per_hour']} actions/hour"
+                f"{policy['scale_down_cooldown']}, {policy['max_actions_per_hour']} actions/hour; "
+                f"the spec's scale-in window {plan.scale_in_window_s:g}s"
             )
         if original:
             history, history_end = piece.history, piece.start_s
@@ -542,7 +548,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--platform-cooldowns",
         action="store_true",
-        help="keep elastic's real-time cooldowns (1 min up, 5 min down), not compressed ones",
+        help=(
+            "keep real-time cooldowns (elastic: 1 min up, 5 min down) and scale-in window "
+            "(predictive: 15 min), not compressed ones"
+        ),
     )
     p.add_argument("--app", default=None, help="application id (default demo-<timestamp>)")
     p.add_argument("--traces-dir", default=None, help="default ../shared/data/traces")

@@ -79,3 +79,25 @@ async def test_no_instances_means_dropped_requests_not_errors() -> None:
 
     (stats,) = await loadgen.LoadGenerator(none).replay([5.0], peak_rps=10, step_seconds=1.0)
     assert (stats.sent, stats.dropped, stats.failed) == (0, 10, 0)
+
+
+async def test_an_instance_that_is_gone_is_ejected_and_its_requests_go_elsewhere(
+    servers: list[ThreadingHTTPServer],
+) -> None:
+    from ooda.testing import free_port
+
+    alive = f"http://127.0.0.1:{servers[0].server_address[1]}"
+    gone = f"http://127.0.0.1:{free_port()}"  # the CMDB still lists it; nothing listens
+
+    async def endpoints() -> list[str]:
+        return [alive, gone]
+
+    gen = loadgen.LoadGenerator(endpoints, path="/")
+    stats = await gen.replay([1.0, 1.0], 20.0, 1.0)
+    sent = sum(s.sent for s in stats)
+    retried = sum(s.retried for s in stats)
+    # The first request to the gone instance is retried on the live one; then it is out of the
+    # rotation (ejected for 5 s, longer than the run), so nothing fails.
+    assert sum(s.failed for s in stats) == 0
+    assert retried == 1
+    assert servers[0].hits == sent  # type: ignore[attr-defined]

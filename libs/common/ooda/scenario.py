@@ -52,6 +52,7 @@ class AppPlan:
     latency_p99_ms: float = 100.0
     target_utilisation: float = 0.6
     policy: str = "predictive"
+    scale_in_window_s: float | None = None
     budget_replica_hours: float | None = None
     extra_spec: dict[str, Any] = field(default_factory=dict)
 
@@ -126,6 +127,8 @@ def spec_body(plan: AppPlan, artifact_sha: str) -> dict[str, Any]:
         "scaling": {"target_utilisation": plan.target_utilisation, "policy": plan.policy},
         "attributes": {"capacity_rps": plan.capacity_rps},
     }
+    if plan.scale_in_window_s is not None:
+        body["scaling"]["scale_in_window_s"] = plan.scale_in_window_s
     if plan.budget_replica_hours is not None:
         body["budget"] = {"replica_hours": plan.budget_replica_hours, "period": "day"}
     return body | plan.extra_spec

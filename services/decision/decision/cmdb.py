@@ -18,6 +18,7 @@ class SpecHints:
     target_utilisation: float = 0.7
     latency_p99_ms: float | None = None
     capacity_rps: float | None = None
+    scale_in_window_s: float | None = None
 
 
 class SpecSource(Protocol):
@@ -40,6 +41,11 @@ def hints_from_spec(spec: dict[str, Any]) -> SpecHints:
         target_utilisation=float(scaling.get("target_utilisation", 0.7)),
         latency_p99_ms=slo.get("latency_p99_ms"),
         capacity_rps=float(capacity) if capacity else None,
+        scale_in_window_s=(
+            float(scaling["scale_in_window_s"])
+            if scaling.get("scale_in_window_s") is not None
+            else None
+        ),
     )
 
 

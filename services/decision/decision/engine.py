@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from decision.cmdb import SpecHints
 from decision.models import CapacityEstimator, Decision, Observation, Policy, make_policy
@@ -78,22 +79,50 @@ class AppModel:
             latency = max(latency or 0.0, 2 * self.targets.latency_p99_ms)
         estimate = self.capacity.observe(load, ready, values.cpu_utilisation, latency, self.targets)
         desired = self.desired if self.desired is not None else max(ready, 1)
+        policy_load = load
+        # Load per instance at 100% of the binding limit (CPU or latency), as the policies and
+        # the offline simulator define capacity.
+        capacity = estimate.per_instance / self.targets.cpu_utilisation
+        if self.policy.name == "hpa":
+            # The HPA scales on CPU utilisation: the work served over a static request (the
+            # declared capacity; it learns nothing), and a saturated instance's CPU follows the
+            # work it serves, not the requests it refuses.
+            capacity = self.capacity.prior_per_instance
+            if values.error_rate is not None and math.isfinite(load):
+                policy_load = load * (1.0 - values.error_rate)
         decision = self.policy.decide(
             Observation(
                 timestamp_s=obs.window_end.timestamp(),
                 step_s=step_s,
-                last_load=load,
+                last_load=policy_load,
                 desired=desired,
                 ready=ready,
                 pending=max(desired - ready, 0),
-                # Load per instance at 100% of the binding limit (CPU or latency), as the
-                # policies and the offline simulator define capacity.
-                capacity=estimate.per_instance / self.targets.cpu_utilisation,
+                capacity=capacity,
                 delay_s=self.delay_s,
             )
         )
         self.desired = decision.replicas
         return decision, estimate.per_instance
+
+
+DROP_GUARD_WINDOWS = 12.0  # predictive: the drop guard holds for this many scale-in windows
+
+
+def stabilisation_options(policy: str, window_s: float) -> dict[str, Any]:
+    """Policy options for the spec's `scaling.scale_in_window_s`: how long a lower load must last
+    before a scale-in. The predictive policy's collapse detection and drop-guard hold scale with it
+    (900 s and 3 h by default), so one declared time constant sets the pace of all of its scale-in.
+    """
+    if policy == "predictive":
+        return {
+            "downscale_window_s": window_s,
+            "collapse_window_s": window_s,
+            "hold_s": DROP_GUARD_WINDOWS * window_s,
+        }
+    if policy == "hpa":
+        return {"downscale_window_s": window_s}
+    return {}
 
 
 class Engine:
@@ -115,8 +144,11 @@ class Engine:
             # Policies tuned by a target utilisation take the spec's; `predictive` keeps its
             # headroom (forecast quantile and margin) and sizes for capacity at 100%.
             knob = hints.target_utilisation if name in UTILISATION_POLICIES else None
+            options: dict[str, Any] = {}
+            if hints.scale_in_window_s is not None:
+                options = stabilisation_options(name, hints.scale_in_window_s)
             try:
-                return make_policy(name, knob, min_replicas=low, max_replicas=high)
+                return make_policy(name, knob, min_replicas=low, max_replicas=high, **options)
             except (ValueError, TypeError):  # unknown, or not usable live (e.g. the oracle)
                 return make_policy(self.default_policy, min_replicas=low, max_replicas=high)
 

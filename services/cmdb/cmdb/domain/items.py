@@ -131,6 +131,17 @@ class ScalingHints(_Strict):
 
     target_utilisation: Annotated[float, Field(gt=0, le=1)] = 0.6
     policy: Identifier = "predictive"
+    scale_in_window_s: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=86400,
+            description=(
+                "How long the load must stay lower before a scale-in (seconds); the policy's "
+                "own default when unset (predictive 900, hpa 300)"
+            ),
+        ),
+    ] = None
 
 
 class Budget(_Strict):

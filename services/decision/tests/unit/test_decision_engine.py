@@ -98,3 +98,31 @@ def test_a_gap_of_years_starts_the_load_model_afresh_instead_of_walking_it() -> 
 def test_the_hpa_policy_targets_the_spec_utilisation() -> None:
     model = engine().new_model("shop", SpecHints(policy="hpa", target_utilisation=0.5), None)
     assert model.policy.name == "hpa" and model.policy.knob == 0.5
+
+
+def test_the_hpa_policy_sees_only_the_served_load_as_cpu_would() -> None:
+    model = engine().new_model("shop", SpecHints(policy="hpa", capacity_rps=10.0), None)
+    result = model.step(window(1, 100.0, ready=2, error_rate=0.8))
+    assert result is not None
+    assert result[0].inputs["last_load"] == pytest.approx(20.0)
+
+
+def test_a_declared_scale_in_window_sets_the_pace_of_every_scale_in() -> None:
+    hints = hints_from_spec({"scaling": {"policy": "predictive", "scale_in_window_s": 30}})
+    assert hints.scale_in_window_s == 30.0
+    predictive = engine().new_model("shop", hints, None).policy
+    assert (predictive.window_s, predictive.collapse_window_s, predictive.hold_s) == (30, 30, 360)
+    hpa = engine().new_model("shop", SpecHints(policy="hpa", scale_in_window_s=60.0), None).policy
+    assert hpa.window_s == 60.0
+    default = engine().new_model("shop", SpecHints(), None).policy
+    assert default.window_s == 900.0
+
+
+def test_the_hpa_policy_divides_by_the_declared_capacity_not_a_learned_one() -> None:
+    model = engine().new_model(
+        "shop", SpecHints(policy="hpa", capacity_rps=10.0, latency_p99_ms=100.0), None
+    )
+    for i in range(5):  # shedding teaches the estimator a lower capacity ...
+        result = model.step(window(i, 16.0, ready=2, error_rate=0.3))
+    assert model.capacity.estimate().per_instance < 10.0
+    assert result is not None and result[0].capacity == 10.0  # ... which the hpa does not use

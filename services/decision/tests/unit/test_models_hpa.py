@@ -121,6 +121,20 @@ class ReferenceHpa(Policy):
         return Decision(current, "reference", self.name, o.desired, o.capacity)
 
 
+def test_short_live_windows_sync_once_per_period_on_the_mean_of_the_last_15_seconds() -> None:
+    hpa = HpaPolicy(0.5)
+    # 2-s windows: the first one syncs (nothing measured before it), on its own load.
+    assert hpa.decide(obs(0, 2.0, 4, step=2.0)).replicas == 4
+    # A step to 8 (16 pods' worth) waits for the next sync, 15 s after the last.
+    held = [hpa.decide(obs(t, 8.0, 4, step=2.0)) for t in range(2, 14, 2)]
+    assert [d.replicas for d in held] == [4] * 6
+    assert {d.reason for d in held} == {"between syncs"}
+    synced = hpa.decide(obs(14, 8.0, 4, step=2.0))
+    # Synced on the mean of the windows in the last 15 s (1 at 2.0, 7 at 8.0: 7.25 = 3.6x the
+    # target over 4 pods = 15), then limited to +4 pods (double is 8).
+    assert synced.inputs["raw"] == 15 and synced.replicas == 8
+
+
 def test_the_fast_emulation_matches_a_literal_one_on_a_noisy_series() -> None:
     rng = np.random.default_rng(7)
     t = np.arange(800)
