@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create or update the project's environment: uv, the virtualenv from uv.lock, and the Node tools
-# that validate the AsyncAPI document and the Grafana dashboards. Safe to run repeatedly; fast when
-# nothing changed.
+# that validate the AsyncAPI document and the Grafana dashboards, and the Compose Specification
+# schema. Safe to run repeatedly; fast when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV_VERSION=0.13.8
@@ -20,3 +20,4 @@ if [ ! -d tools/grafana-schema/node_modules/@grafana/schema ]; then
   echo "==> Installing Grafana's published dashboard schema (npm ci)"
   (cd tools/grafana-schema && npm ci --no-audit --no-fund --loglevel=error)
 fi
+python3 tools/compose-spec/fetch.py

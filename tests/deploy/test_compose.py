@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 
+import jsonschema
 import pytest
 import yaml
 
@@ -95,3 +99,42 @@ def test_grafana_is_provisioned_with_the_generated_dashboards_and_prometheus() -
     config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
     jobs = {job["job_name"] for job in config["scrape_configs"]}
     assert {"ooda-services", "ooda-instances"} <= jobs
+
+
+SCHEMA = REPO / "tools" / "compose-spec" / "compose-spec.json"
+
+
+def compose_validator() -> jsonschema.protocols.Validator:
+    assert SCHEMA.is_file(), f"{SCHEMA} is missing: run tools/bootstrap.sh (make venv)"
+    schema = json.loads(SCHEMA.read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def test_the_file_is_valid_against_the_compose_specification_schema() -> None:
+    errors = sorted(compose_validator().iter_errors(load()), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_the_schema_check_rejects_a_broken_file() -> None:
+    broken = load()
+    dependency = next(iter(broken["services"]["cmdb"]["depends_on"]))
+    broken["services"]["cmdb"]["depends_on"][dependency] = {"condition": "service_ready"}
+    broken["services"]["monitor"]["restart_when"] = "always"  # no such field
+    messages = [e.message for e in compose_validator().iter_errors(broken)]
+    assert any("restart_when" in m for m in messages), messages
+    assert any("service_ready" in m for m in messages), messages
+
+
+@pytest.mark.skipif(
+    shutil.which("docker") is None
+    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    reason="the docker compose plugin is not installed here; the schema check above stands in",
+)
+def test_docker_compose_accepts_the_file() -> None:
+    result = subprocess.run(
+        ["docker", "compose", "--env-file", str(COMPOSE / ".env.example"), "config", "--quiet"],
+        cwd=COMPOSE,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
