@@ -21,11 +21,16 @@ class SpecHints:
     scale_in_window_s: float | None = None
 
 
+class SpecsUnavailable(Exception):
+    """The CMDB did not say (unreachable, timed out, or failing): ask again later."""
+
+
 class SpecSource(Protocol):
     """Where specs come from (the CMDB over HTTP, or a fake in tests)."""
 
     async def hints(self, app: str) -> SpecHints | None:
-        """The app's hints, or None when it has no spec (or the CMDB cannot say)."""
+        """The app's hints, or None when it has no spec; SpecsUnavailable when the CMDB cannot
+        say."""
 
 
 def hints_from_spec(spec: dict[str, Any]) -> SpecHints:
@@ -57,12 +62,14 @@ class HttpSpecSource:
         self.timeout_s = timeout_s
 
     async def hints(self, app: str) -> SpecHints | None:
-        """The app's hints; None when the CMDB has no spec or does not answer."""
+        """The app's hints; None when the CMDB has no spec for it."""
         try:
             async with httpx.AsyncClient(timeout=self.timeout_s) as client:
                 response = await client.get(f"{self.base_url}/v1/apps/{app}/spec")
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            raise SpecsUnavailable(f"CMDB at {self.base_url}: {exc!r}") from exc
+        if response.status_code == 404:
             return None
         if response.status_code != 200:
-            return None
+            raise SpecsUnavailable(f"CMDB answered {response.status_code} for the spec of {app}")
         return hints_from_spec(response.json())

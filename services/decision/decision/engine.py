@@ -49,6 +49,9 @@ class AppModel:
     observed: int = field(default=0)
     step_s: float = field(default=0.0)
     last_published: datetime | None = None
+    hints: SpecHints | None = None  # what the spec said when the model was built
+    hints_known: bool = True  # False: built on defaults because the CMDB could not say
+    hints_checked: float = 0.0  # monotonic time the spec was last asked for
 
     def step(self, obs: MetricObserved) -> tuple[Decision, float] | None:
         """Decide for the window after `obs`; None when the window was already seen."""

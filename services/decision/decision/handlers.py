@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event as sa_event
@@ -10,13 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from decision.cmdb import SpecSource
+from decision.cmdb import SpecHints, SpecSource, SpecsUnavailable
 from decision.engine import AppModel, Engine, decision_id
 from decision.store import app_state, decisions, load_history
 from ooda.events import DeployDone, Event, MetricObserved, ScaleDecided
 from ooda.events.contracts import Forecast
 from ooda.outbox import Outbox
 from ooda.telemetry import context_from, trace_id_of, tracer
+
+log = logging.getLogger(__name__)
 
 REPUBLISH_WINDOWS = 3  # how often an unmet decision is repeated
 DELAY_SMOOTHING = 0.3  # weight of the newest deploy-done timing in the learned delay
@@ -46,12 +50,46 @@ async def remember_observations(session: AsyncSession, events: list[Event]) -> N
     )
 
 
+HINTS_REFRESH_S = 30.0
+"""How often the spec is asked for again (an owner may change the policy or its bounds)."""
+HINTS_RETRY_S = 5.0
+"""How soon to ask again when the CMDB could not say (the model runs on defaults meanwhile)."""
+
+
+async def _ask_hints(specs: SpecSource, app: str) -> tuple[SpecHints | None, bool]:
+    """The app's spec hints and whether the CMDB said (False: unavailable, ask again)."""
+    try:
+        return await specs.hints(app), True
+    except SpecsUnavailable as exc:
+        log.warning("spec of %s unknown, deciding on defaults until the CMDB answers: %s", app, exc)
+        return None, False
+
+
+async def _current_model(
+    session: AsyncSession, engine: Engine, specs: SpecSource, app: str, before: datetime
+) -> AppModel:
+    """The app's model; rebuilt from its history when its spec hints changed or became known."""
+    model = engine.models.get(app)
+    if model is not None:
+        wait = HINTS_REFRESH_S if model.hints_known else HINTS_RETRY_S
+        if time.monotonic() - model.hints_checked >= wait:
+            hints, known = await _ask_hints(specs, app)
+            model.hints_checked = time.monotonic()
+            if known and (not model.hints_known or hints != model.hints):
+                log.info("spec hints of %s are now %s: rebuilding its model", app, hints)
+                engine.forget({app})
+                model = None
+    return model or await _warm_model(session, engine, specs, app, before)
+
+
 async def _warm_model(
     session: AsyncSession, engine: Engine, specs: SpecSource, app: str, before: datetime
 ) -> AppModel:
     """Rebuild an application's model by replaying its stored history before `before`."""
     state = (await session.execute(select(app_state).where(app_state.c.app == app))).one_or_none()
-    model = engine.new_model(app, await specs.hints(app), state.delay_s if state else None)
+    hints, known = await _ask_hints(specs, app)
+    model = engine.new_model(app, hints, state.delay_s if state else None)
+    model.hints, model.hints_known, model.hints_checked = hints, known, time.monotonic()
     history = await session.execute(
         select(load_history)
         .where(load_history.c.app == app, load_history.c.window_end < before)
@@ -98,9 +136,7 @@ async def observe_and_decide(
         app_events.sort(key=lambda e: e.data.window_end)  # type: ignore[attr-defined]
         first = app_events[0].data
         assert isinstance(first, MetricObserved)
-        model = engine.models.get(app) or await _warm_model(
-            session, engine, specs, app, first.window_end
-        )
+        model = await _current_model(session, engine, specs, app, first.window_end)
         for event in app_events:
             await _decide(session, model, event, outbox, fresh_windows, now)
 

@@ -11,7 +11,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
-from decision.cmdb import SpecHints
+from decision import handlers
+from decision.cmdb import SpecHints, SpecsUnavailable
 from decision.config import Settings
 from decision.main import MIGRATIONS, create_app
 from decision.store import app_state
@@ -188,3 +189,34 @@ async def test_deploy_done_teaches_the_replica_count_and_the_provisioning_delay(
         row = (await s.execute(select(app_state).where(app_state.c.app == app))).one()
     assert (row.desired_replicas, row.last_sequence) == (5, 3)
     assert row.delay_s == pytest.approx(42.0)
+
+
+class FlakySpecs:
+    """A CMDB that does not answer at first, then declares the hpa policy."""
+
+    def __init__(self) -> None:
+        self.answering = False
+
+    async def hints(self, app: str) -> SpecHints | None:
+        if not self.answering:
+            raise SpecsUnavailable("CMDB unreachable")
+        return SpecHints(policy="hpa", min_replicas=1, max_replicas=20, capacity_rps=10.0)
+
+
+async def test_a_model_built_while_the_cmdb_was_down_is_rebuilt_once_its_spec_is_known(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "HINTS_RETRY_S", 0.0)
+    specs = FlakySpecs()
+    async with running_service(
+        infra, "decision", Settings, lambda s: create_app(s, specs=specs), MIGRATIONS
+    ) as svc:
+        app = unique("app")
+        now = datetime.now(UTC).replace(microsecond=0)
+        await publish(svc, window(app, now - 2 * STEP, 10.0, 2))
+        (first,) = await decisions(svc, app, 1)
+        assert first["policy"] == "predictive"  # the service default, while the spec is unknown
+        specs.answering = True
+        await publish(svc, window(app, now - STEP, 10.0, 2))
+        latest = (await decisions(svc, app, 2))[-1]
+        assert latest["policy"] == "hpa"  # the declared policy, on the same history
