@@ -12,10 +12,11 @@ is asked for over the pipeline's HTTP API and followed until it finishes.
       batch (load the queue, `start_batch` / `batch_succeeded` saved with their
       change-progressed events in the outbox);
     - artifact, start, health, stop: the executor's own `pipeline_batch_seconds{phase}`
-      observations (its `_run_batch` timings; `start` includes writing each instance's row
-      before and its pid/port after spawning, `health` is the readiness polling, 0.1 s apart);
+      observations (its `_run_batch` timings; `start` includes writing the batch's instance
+      rows before spawning and their pids/ports after, one transaction each, `health` is the
+      readiness polling, 0.1 s apart, at most 32 probes in flight);
     - other: the rest of the batch's step, mostly marking its instances running in one
-      transaction (one UPDATE per instance) and the metric gates (none here);
+      transaction (one executemany UPDATE) and the metric gates (none here);
     - wall: the whole executor step of the batch.
     The phases are read by replacing the executor module's `BATCH_SECONDS` with a recorder
     and by timing the executor's `step`, `_plan` and `_run_batch` in a subclass; nothing in the
@@ -25,7 +26,9 @@ is asked for over the pipeline's HTTP API and followed until it finishes.
     overhead per instance is the executor's time for the change (first step to last) divided by
     M, minus the driver's own time per instance, measured in the same run by making the same
     driver calls (start, alive) directly in a loop on a fresh SimulatedDriver. The readiness
-    probe over HTTP is shown beside it (the executor makes one per new instance).
+    probe over HTTP (the executor's own `pipeline.gates.http_status`, one after the other,
+    answered by the driver's server in its own process) is shown beside it (the executor makes
+    one per new instance).
 
 Every instance process is killed at the end (found through the driver's records) and checked.
 
@@ -60,7 +63,6 @@ HERE = Path(__file__).resolve().parent
 # This file is named like the service package: keep its directory off the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-import httpx  # noqa: E402
 
 import pipeline.executor as executor_module  # noqa: E402
 import pipeline.main as main_module  # noqa: E402
@@ -68,6 +70,7 @@ from ooda.testing import REPO, Infra, resolve_infra, running_service, unique  # 
 from pipeline.config import Settings  # noqa: E402
 from pipeline.driver import Driver, InstanceSpec, runs_instance  # noqa: E402
 from pipeline.executor import Executor  # noqa: E402
+from pipeline.gates import http_status  # noqa: E402
 from pipeline.main import MIGRATIONS  # noqa: E402
 from pipeline.simulated import SimulatedDriver  # noqa: E402
 
@@ -197,15 +200,17 @@ class TimedExecutor(Executor):
         await super()._plan(session, change, now)
         TIMELINE.plan_s.append(time.perf_counter() - t0)
 
-    async def _record_starting(self, change: Any, start: Any, sha: str) -> None:
+    async def _record_starting(self, change: Any, starts: Any, versions: dict[str, str]) -> None:
         t0 = time.perf_counter()
-        await super()._record_starting(change, start, sha)
+        await super()._record_starting(change, starts, versions)
         TIMELINE.record_starting_s += time.perf_counter() - t0
 
-    async def _run_batch(self, change: Any, batch: Any, versions: dict[str, str]) -> str | None:
+    async def _run_batch(
+        self, change: Any, batch: Any, versions: dict[str, str], **flags: Any
+    ) -> str | None:
         t0 = time.perf_counter()
         try:
-            return await super()._run_batch(change, batch, versions)
+            return await super()._run_batch(change, batch, versions, **flags)
         finally:
             TIMELINE.current_run = (t0, time.perf_counter())
 
@@ -450,8 +455,8 @@ async def one_transaction(svc: Any, repeat: int = 200) -> float:
     return (time.perf_counter() - t0) / repeat
 
 
-def driver_only(count: int, delay_s: float) -> tuple[float, float]:
-    """Per instance: the same start + alive calls made directly; and one readiness GET."""
+async def driver_only(count: int, delay_s: float) -> tuple[float, float]:
+    """Per instance: the same start + alive calls made directly; and one readiness probe."""
     specs = [
         InstanceSpec(
             id=f"direct-{n}",
@@ -469,12 +474,11 @@ def driver_only(count: int, delay_s: float) -> tuple[float, float]:
             driver.start(spec)
             driver.alive(spec.id)
         calls = (time.perf_counter() - t0) / count
-        with httpx.Client(trust_env=False) as client:
-            url = f"http://127.0.0.1:{driver.port}/readyz"
-            t1 = time.perf_counter()
-            for _ in range(200):
-                client.get(url)
-            probe = (time.perf_counter() - t1) / 200
+        url = f"http://127.0.0.1:{driver.port}/readyz"
+        t1 = time.perf_counter()
+        for _ in range(200):
+            assert await http_status(url) == 200
+        probe = (time.perf_counter() - t1) / 200
     return calls, probe
 
 
@@ -504,7 +508,7 @@ async def scale_part(infra: Infra, data: bytes, count: int, percent: int, delay_
                 )
                 print(f"  driver calls inside the run: {driver.calls}")
                 txn_s = await one_transaction(svc)
-        calls, probe = driver_only(count, delay_s)
+        calls, probe = await driver_only(count, delay_s)
         per_instance = executor_s / count
         overhead = per_instance - calls
         print(f"  pipeline, per instance:               {per_instance * 1000:8.3f} ms")
@@ -515,21 +519,22 @@ async def scale_part(infra: Infra, data: bytes, count: int, percent: int, delay_
         )
         print(
             f"  one small DB transaction (same engine, no-op UPDATE): {txn_s * 1000:.3f} ms; "
-            "the executor makes 2 per started instance, one after the other"
+            "the executor makes 2 per batch around its starts (rows before, processes after)"
         )
-        print(f"  one readiness GET (direct, keep-alive): {probe * 1000:8.3f} ms per probe")
+        print(f"  one readiness probe (direct, in turn): {probe * 1000:8.3f} ms per probe")
         start_s = sum(r.start for r in rows)
         print(
             f"  start phase per instance:             {start_s / count * 1000:8.3f} ms "
-            f"(two DB transactions + driver.start in a thread, sequential)"
+            f"(the batch's two DB transactions + driver.start, sequential in one thread)"
         )
         print(
             f"    of which the instance-row insert:   "
-            f"{TIMELINE.record_starting_s / count * 1000:8.3f} ms (its own DB transaction)"
+            f"{TIMELINE.record_starting_s / count * 1000:8.3f} ms (one transaction per batch)"
         )
         print(
             f"  health phase per instance:            "
-            f"{sum(r.health for r in rows) / count * 1000:8.3f} ms (concurrent readiness GETs)"
+            f"{sum(r.health for r in rows) / count * 1000:8.3f} ms "
+            "(readiness probes, at most 32 in flight)"
         )
         print(
             f"  plan/bookkeeping per instance:        "

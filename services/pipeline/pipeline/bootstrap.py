@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -10,7 +11,9 @@ from pipeline.cmdb import Cmdb, HttpCmdb
 from pipeline.config import Settings
 from pipeline.driver import Driver, LocalDriver
 from pipeline.executor import Executor
-from pipeline.gates import MetricGate
+from pipeline.gates import Limits, MetricGate, MonitorGate, limits_from
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,11 +41,31 @@ def build(
 ) -> Components:
     """Collaborators from settings; tests pass a fake CMDB, driver or gates instead."""
     data_dir = settings.data_dir.resolve()
+    cmdb = cmdb or HttpCmdb(settings.cmdb_url)
+    chosen = list(gates)
+    if settings.monitor_url:
+        chosen.append(monitor_gate(settings, cmdb))
     return Components(
         settings=settings,
-        cmdb=cmdb or HttpCmdb(settings.cmdb_url),
+        cmdb=cmdb,
         driver=driver
         or LocalDriver(data_dir, settings.python, stop_timeout_s=settings.stop_timeout_seconds),
         artifacts=ArtifactStore(data_dir),
-        gates=list(gates),
+        gates=chosen,
     )
+
+
+def monitor_gate(settings: Settings, cmdb: Cmdb) -> MonitorGate:
+    """The metric gate on the monitor at `settings.monitor_url`, limits from the app's spec."""
+    assert settings.monitor_url is not None
+
+    async def limits(app: str) -> Limits:
+        try:
+            spec = await cmdb.spec(app)
+            slo = (spec.slo_availability, spec.slo_latency_p99_ms)
+        except Exception as error:  # the settings' limits still apply without the CMDB
+            log.warning("metric gate: no spec of %s (%s); settings' limits only", app, error)
+            slo = (None, None)
+        return limits_from(slo, settings.gate_max_error_rate, settings.gate_max_latency_p99_ms)
+
+    return MonitorGate(settings.monitor_url, limits, observe_s=settings.gate_observe_seconds)

@@ -32,6 +32,8 @@ class AppSpec:
     health_path: str
     health_timeout_s: float | None
     capacity_rps: float | None = None
+    slo_availability: float | None = None
+    slo_latency_p99_ms: float | None = None
 
 
 class Cmdb(Protocol):
@@ -70,6 +72,9 @@ def spec_from_json(app: str, owner: str | None, item: dict[str, Any]) -> AppSpec
     health = item.get("health_check") or {}
     attributes = item.get("attributes") or {}
     capacity = attributes.get("capacity_rps") if isinstance(attributes, dict) else None
+    slo = item.get("slo") or {}
+    availability = slo.get("availability") if isinstance(slo, dict) else None
+    latency = slo.get("latency_p99_ms") if isinstance(slo, dict) else None
     return AppSpec(
         app=app,
         owner_team=owner,
@@ -84,6 +89,8 @@ def spec_from_json(app: str, owner: str | None, item: dict[str, Any]) -> AppSpec
         health_path=str(health.get("path") or "/readyz"),
         health_timeout_s=health.get("timeout_seconds"),
         capacity_rps=float(capacity) if capacity is not None else None,
+        slo_availability=float(availability) if availability is not None else None,
+        slo_latency_p99_ms=float(latency) if latency is not None else None,
     )
 
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ooda.settings import ServiceSettings
@@ -36,3 +36,22 @@ class Settings(ServiceSettings):
         34, ge=1, le=100, description="batch size of changes that name none (change-requested)"
     )
     python: str = Field("python3", description="interpreter that runs artifacts (local driver)")
+    monitor_url: str | None = Field(
+        None,
+        description="base URL of the monitor's HTTP API; when set, every batch passes a metric "
+        "gate on the application's error rate and p99 latency (off when unset or empty)",
+    )
+    gate_observe_seconds: float = Field(
+        15.0, gt=0, description="how long the metric gate watches the monitor after a batch"
+    )
+    gate_max_error_rate: float | None = Field(
+        None, ge=0, le=1, description="error-rate limit; default 1 - the spec's slo.availability"
+    )
+    gate_max_latency_p99_ms: float | None = Field(
+        None, gt=0, description="p99 latency limit (ms); default the spec's slo.latency_p99_ms"
+    )
+
+    @field_validator("monitor_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value

@@ -24,10 +24,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -111,6 +112,7 @@ class Executor:
         health_timeout_s: float = 30.0,
         liveness_s: float = 1.0,
         liveness_grace_s: float = 5.0,
+        probe_concurrency: int = 32,
     ) -> None:
         self.sessions = sessions
         self.outbox = outbox
@@ -123,7 +125,8 @@ class Executor:
         self.health_timeout_s = health_timeout_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._specs: dict[str, AppSpec] = {}
-        self._http = httpx.AsyncClient(trust_env=False)  # instances are local addresses
+        # At most `probe_concurrency` readiness probes are in flight (each is a connection).
+        self._probes = asyncio.Semaphore(probe_concurrency)
         self._wake = asyncio.Event()
         self.liveness_s = liveness_s
         self._watched_at = 0.0
@@ -162,7 +165,6 @@ class Executor:
             for task in self._tasks.values():
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self._http.aclose()
 
     async def reconcile(self) -> None:
         """Adopt running instances the store knows, stop orphans, mark dead instances unhealthy."""
@@ -173,19 +175,24 @@ class Executor:
                 select(instances).where(instances.c.status != "stopped").with_for_update()
             )
             known = {row.id: row for row in rows}
+            moved: list[Running] = []
             for instance_id, proc in running.items():
                 row = known.get(instance_id)
                 if row is None:
                     orphans.append(instance_id)
                 elif (row.pid, row.port) != (proc.pid, proc.port):
-                    await self._record_process(session, instance_id, proc)
-            for instance_id, row in known.items():
-                if instance_id not in running and row.status != "unhealthy":
-                    await session.execute(
-                        update(instances)
-                        .where(instances.c.id == instance_id)
-                        .values(status="unhealthy")
-                    )
+                    moved.append(proc)
+            if moved:
+                await self._record_processes(session, moved)
+            dead = [
+                instance_id
+                for instance_id, row in known.items()
+                if instance_id not in running and row.status != "unhealthy"
+            ]
+            if dead:
+                await session.execute(
+                    update(instances).where(instances.c.id.in_(dead)).values(status="unhealthy")
+                )
         for instance_id in orphans:
             log.warning("stopping orphan instance %s", instance_id)
             await asyncio.to_thread(self.driver.stop, instance_id)
@@ -227,14 +234,15 @@ class Executor:
                     )
                 ).scalars()
             )
-            rows = [
+            busy |= {app for app, task in self._tasks.items() if not task.done()}
+            watched = [
                 dict(row._mapping)
                 for row in await session.execute(
-                    select(instances).where(instances.c.status != "stopped")
+                    select(instances).where(
+                        instances.c.status != "stopped", instances.c.app.not_in(busy)
+                    )
                 )
             ]
-        busy |= {app for app, task in self._tasks.items() if not task.done()}
-        watched = [row for row in rows if row["app"] not in busy]
         ids = [row["id"] for row in watched]
         alive = await asyncio.to_thread(lambda: {i: self.driver.alive(i) for i in ids})
         now = time.monotonic()
@@ -380,7 +388,11 @@ class Executor:
             number, rollback = progress.started, plan.rollback
             batch = plan.batches[number - 1]
             versions = await artifact_map(session, app)
-        failure = await self._run_batch(change, batch, versions)
+        # Metric gates judge releases only: a rollback is the remedy (the metrics it would be
+        # judged by include the version it removes), and a scale change often answers the very
+        # load that raises the error rate or the latency.
+        gated = change.kind is ChangeKind.DEPLOY and not rollback
+        failure = await self._run_batch(change, batch, versions, gated=gated)
         now = self.clock()
         async with self.sessions() as session, session.begin():
             change = await load_change(session, change.id)
@@ -484,135 +496,199 @@ class Executor:
         await save_change(session, self.outbox, change, now)
 
     async def _run_batch(
-        self, change: Change, batch: Batch, versions: dict[str, str]
+        self, change: Change, batch: Batch, versions: dict[str, str], *, gated: bool = True
     ) -> str | None:
-        """Apply one batch; None when every new instance is healthy, else why the batch failed."""
+        """Apply one batch; None when every new instance is healthy, else why the batch failed.
+
+        The batch's instance rows are written in one transaction before the driver starts any of
+        them, and their processes (pid, port) in one transaction after; a crash in between
+        leaves rows that the restart's `reconcile` completes from the driver's own records.
+        """
         app = change.application
         spec = self._specs.get(app)
         if spec is None:
             with contextlib.suppress(Exception):
                 spec = await self._spec(app)
         began = time.perf_counter()
-        for stop in batch.stop_first:
-            await self._stop(stop.instance_id)
-        started: list[tuple[StartInstance, Running]] = []
-        artifact_s = start_s = 0.0
+        await self._stop_all([stop.instance_id for stop in batch.stop_first])
         for start in batch.start:
-            sha = versions.get(start.version)
-            if sha is None:
+            if start.version not in versions:
                 return f"no artifact is known for version {start.version}"
-            t0 = time.perf_counter()
-            try:
-                placed = await asyncio.to_thread(self.artifacts.on_host, sha, start.host)
-            except ArtifactError as error:
-                return str(error)
-            t1 = time.perf_counter()
-            artifact_s += t1 - t0
-            await self._record_starting(change, start, sha)
-            env = {}
-            if spec is not None and spec.capacity_rps:
-                env["WORKLOAD_CAPACITY_RPS"] = f"{spec.capacity_rps:g}"
-            running = await asyncio.to_thread(
-                self.driver.start,
-                InstanceSpec(
-                    id=start.instance_id,
-                    app=app,
-                    version=start.version,
-                    host=start.host,
-                    zone=start.zone,
-                    artifact=placed.path,
-                    env=env,
-                ),
+        t0 = time.perf_counter()
+        try:
+            paths = await asyncio.to_thread(self._place, batch.start, versions)
+        except ArtifactError as error:
+            return str(error)
+        t1 = time.perf_counter()
+        await self._record_starting(change, batch.start, versions)
+        env = {}
+        if spec is not None and spec.capacity_rps:
+            env["WORKLOAD_CAPACITY_RPS"] = f"{spec.capacity_rps:g}"
+        specs = [
+            InstanceSpec(
+                id=start.instance_id,
+                app=app,
+                version=start.version,
+                host=start.host,
+                zone=start.zone,
+                artifact=paths[(versions[start.version], start.host)],
+                env=env,
             )
-            async with self.sessions() as session, session.begin():
-                await self._record_process(session, start.instance_id, running)
-            start_s += time.perf_counter() - t1
-            started.append((start, running))
-        BATCH_SECONDS.labels(phase="artifact").observe(artifact_s)
-        BATCH_SECONDS.labels(phase="start").observe(start_s)
+            for start in batch.start
+        ]
+        processes: list[Running] = []
+        try:
+            await asyncio.to_thread(self._start_all, specs, processes)
+        finally:
+            # Even when a start failed part-way, keep what did start (its re-run adopts them).
+            if processes:
+                async with self.sessions() as session, session.begin():
+                    await self._record_processes(session, processes)
+        started = list(zip(batch.start, processes, strict=True))
+        BATCH_SECONDS.labels(phase="artifact").observe(t1 - t0)
+        BATCH_SECONDS.labels(phase="start").observe(time.perf_counter() - t1)
         t2 = time.perf_counter()
         path = spec.health_path if spec else "/readyz"
         timeout = (spec.health_timeout_s if spec else None) or self.health_timeout_s
         verdicts = await asyncio.gather(
             *(
                 wait_ready(
-                    self._http,
                     running.endpoint + path,
                     timeout,
                     functools.partial(self.driver.alive, start.instance_id),
+                    limit=self._probes,
                 )
                 for start, running in started
             )
         )
         BATCH_SECONDS.labels(phase="health").observe(time.perf_counter() - t2)
         failures = []
-        async with self.sessions() as session, session.begin():
-            for (start, _), verdict in zip(started, verdicts, strict=True):
-                ok = verdict is None
-                await session.execute(
-                    update(instances)
-                    .where(instances.c.id == start.instance_id)
-                    .values(
-                        status="running" if ok else "unhealthy",
-                        ready_at=self.clock() if ok else None,
-                    )
-                )
-                if not ok:
-                    detail = verdict
-                    if not self.driver.alive(start.instance_id):
-                        detail = self.driver.describe_exit(start.instance_id)
-                    failures.append(f"instance {start.instance_id} {detail}")
+        ready_at = self.clock()
+        outcomes = []
+        for (start, _), verdict in zip(started, verdicts, strict=True):
+            ok = verdict is None
+            outcomes.append(
+                {
+                    "instance_id": start.instance_id,
+                    "new_status": "running" if ok else "unhealthy",
+                    "new_ready_at": ready_at if ok else None,
+                }
+            )
+            if not ok:
+                detail = verdict
+                if not self.driver.alive(start.instance_id):
+                    detail = self.driver.describe_exit(start.instance_id)
+                failures.append(f"instance {start.instance_id} {detail}")
+        if outcomes:
+            async with self.sessions() as session, session.begin():
+                await session.execute(_MARK_READY, outcomes)
         if failures:
             return "; ".join(failures)
         gate_view = [
             GateInstance(s.instance_id, app, s.version, s.zone, r.endpoint) for s, r in started
         ]
-        for gate in self.gates:
+        for gate in self.gates if gated else ():
             reason = await gate.check(app, gate_view)
             if reason is not None:
                 return f"metric gate: {reason}"
-        for stop in batch.stop:
-            await self._stop(stop.instance_id)
+        await self._stop_all([stop.instance_id for stop in batch.stop])
         BATCH_SECONDS.labels(phase="total").observe(time.perf_counter() - began)
         return None
 
-    async def _record_starting(self, change: Change, start: StartInstance, sha: str) -> None:
-        values: dict[str, Any] = {
-            "app": change.application,
-            "change_id": change.id,
-            "version": start.version,
-            "artifact": sha,
-            "host": start.host,
-            "zone": start.zone,
-            "status": "starting",
-        }
+    def _place(
+        self, starts: Sequence[StartInstance], versions: dict[str, str]
+    ) -> dict[tuple[str, str], Path]:
+        """Each artifact the batch needs in each host's cache, once per (artifact, host)."""
+        paths: dict[tuple[str, str], Path] = {}
+        for start in starts:
+            key = (versions[start.version], start.host)
+            if key not in paths:
+                paths[key] = self.artifacts.on_host(*key).path
+        return paths
+
+    def _start_all(self, specs: Sequence[InstanceSpec], into: list[Running]) -> None:
+        """Start the instances one after the other, appending each process as it starts."""
+        for spec in specs:
+            into.append(self.driver.start(spec))
+
+    async def _record_starting(
+        self, change: Change, starts: Sequence[StartInstance], versions: dict[str, str]
+    ) -> None:
+        """Write the rows of the instances about to start, in one transaction."""
+        rows = [
+            {
+                "id": start.instance_id,
+                "app": change.application,
+                "change_id": change.id,
+                "version": start.version,
+                "artifact": versions[start.version],
+                "host": start.host,
+                "zone": start.zone,
+                "status": "starting",
+            }
+            for start in starts
+        ]
+        if not rows:
+            return
         async with self.sessions() as session, session.begin():
-            await session.execute(
-                insert(instances)
-                .values(id=start.instance_id, **values)
-                .on_conflict_do_update(index_elements=["id"], set_=values)
-            )
+            for chunk in range(0, len(rows), _ROWS_PER_INSERT):
+                statement = insert(instances).values(rows[chunk : chunk + _ROWS_PER_INSERT])
+                await session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["id"],
+                        set_={name: statement.excluded[name] for name in rows[0] if name != "id"},
+                    )
+                )
 
     @staticmethod
-    async def _record_process(session: AsyncSession, instance_id: str, proc: Running) -> None:
+    async def _record_processes(session: AsyncSession, processes: Sequence[Running]) -> None:
         await session.execute(
-            update(instances)
-            .where(instances.c.id == instance_id)
-            .values(
-                pid=proc.pid, port=proc.port, started_at=datetime.fromisoformat(proc.started_at)
-            )
+            _RECORD_PROCESS,
+            [
+                {
+                    "instance_id": proc.id,
+                    "new_pid": proc.pid,
+                    "new_port": proc.port,
+                    "new_started_at": datetime.fromisoformat(proc.started_at),
+                }
+                for proc in processes
+            ],
         )
 
-    async def _stop(self, instance_id: str) -> None:
+    def _stop_each(self, ids: Sequence[str]) -> None:
+        for instance_id in ids:
+            self.driver.stop(instance_id)
+
+    async def _stop_all(self, ids: Sequence[str]) -> None:
+        """Stop the instances one after the other, then mark them stopped in one transaction."""
+        if not ids:
+            return
         t0 = time.perf_counter()
-        await asyncio.to_thread(self.driver.stop, instance_id)
+        await asyncio.to_thread(self._stop_each, ids)
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(instances)
-                .where(instances.c.id == instance_id, instances.c.status != "stopped")
+                .where(instances.c.id.in_(ids), instances.c.status != "stopped")
                 .values(status="stopped", stopped_at=self.clock())
             )
         BATCH_SECONDS.labels(phase="stop").observe(time.perf_counter() - t0)
+
+
+_ROWS_PER_INSERT = 1000  # 8 parameters a row, well under PostgreSQL's 32,767 per statement
+
+_RECORD_PROCESS = (
+    update(instances)
+    .where(instances.c.id == bindparam("instance_id"))
+    .values(
+        pid=bindparam("new_pid"), port=bindparam("new_port"), started_at=bindparam("new_started_at")
+    )
+)
+
+_MARK_READY = (
+    update(instances)
+    .where(instances.c.id == bindparam("instance_id"))
+    .values(status=bindparam("new_status"), ready_at=bindparam("new_ready_at"))
+)
 
 
 def _hosts_of(live: Sequence[Instance]) -> list[Host]:

@@ -4,37 +4,52 @@ Nothing runs: `start` records the instance in memory and returns at once (after 
 fixed `delay_s`, which stands in for a runtime's own start/stop time), `stop` forgets it, and
 `alive` says whether it is recorded. Readiness is real HTTP, because the executor checks it over
 HTTP: every simulated instance's endpoint is one small server of this driver on 127.0.0.1 that
-answers 200 on any path at once. Never use it to run a workload; it exists so that
-`bench/pipeline.py` can measure the executor's overhead per instance without process start-up.
+answers 200 on any path at once. That server runs in a child process of its own, as instances
+do: inside the executor's process its threads would compete with the executor for the
+interpreter lock, and their waits would be counted as orchestration. Never use it to run a
+workload; it exists so that `bench/pipeline.py` can measure the executor's overhead per instance
+without process start-up.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pipeline.driver import InstanceSpec, Running
 
+# The readiness server's program: HTTP/1.1 (keep-alive unless the request asks to close),
+# 200 "ok" to every request; it exits when its standard input closes, so it never
+# outlives the driver, even when the process that made the driver is killed.
+_SERVER = """
+import asyncio, sys, threading, os
 
-class _Ready(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the executor's client reuses its connections
-    disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms)
+class Ready(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.pending = transport, b""
 
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
+    def data_received(self, data):
+        self.pending += data
+        while b"\\r\\n\\r\\n" in self.pending:
+            head, self.pending = self.pending.split(b"\\r\\n\\r\\n", 1)
+            self.transport.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+            if b"connection: close" in head.lower():
+                self.transport.close()
+                return
 
-    def log_message(self, format: str, *args: object) -> None:
-        return
+async def main():
+    server = await asyncio.get_running_loop().create_server(
+        Ready, "127.0.0.1", 0, backlog=1024
+    )
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
 
-
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 1024  # a batch probes all its new instances at once
-    daemon_threads = True
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+asyncio.run(main())
+"""
 
 
 class SimulatedDriver:
@@ -47,12 +62,13 @@ class SimulatedDriver:
         self.delay_s = delay_s
         self._instances: dict[str, Running] = {}
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Ready)
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="simulated-ready", daemon=True
+        self._server = subprocess.Popen(
+            [sys.executable, "-c", _SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
-        self._thread.start()
+        assert self._server.stdout is not None
+        self.port = int(self._server.stdout.readline())
         self.calls = {"start": 0, "stop": 0, "alive": 0}
 
     def __enter__(self) -> SimulatedDriver:
@@ -63,9 +79,15 @@ class SimulatedDriver:
 
     def close(self) -> None:
         """Stop the readiness server."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        if self._server.stdin is not None:
+            self._server.stdin.close()
+        try:
+            self._server.wait(5)
+        except subprocess.TimeoutExpired:
+            self._server.kill()
+            self._server.wait(5)
+        if self._server.stdout is not None:
+            self._server.stdout.close()
 
     def _wait(self) -> None:
         if self.delay_s > 0:

@@ -1,9 +1,10 @@
 """A fake CMDB over real HTTP, workload artifacts, and the pipeline on real Kafka and PostgreSQL.
 
 The fake CMDB is a stdlib HTTP server (a thread on a free port) that answers the reads of
-docs/interfaces.md from dicts the test fills. Artifacts are real zipapps of examples/workload;
-a "bad" build bakes a failure switch into its `__main__`. Every instance process a test's
-pipeline started is killed at the end (found through the driver's records in the data dir).
+docs/interfaces.md, and the monitor's service discovery, from dicts the test fills. Artifacts
+are real zipapps of examples/workload; a "bad" or "errors" build bakes a failure switch into its
+`__main__`. Every instance process a test's pipeline started is killed at the end (found
+through the driver's records in the data dir).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FakeCmdb:
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     hosts: list[dict[str, Any]] = field(default_factory=list)
+    targets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> SD groups
     url: str = ""
 
     def add_app(self, app: str, owner: str = "shop-team", replicas: int = 3) -> None:
@@ -76,6 +78,8 @@ class FakeCmdb:
         parts = path.split("?", 1)[0].strip("/").split("/")
         if parts == ["v1", "hosts"]:
             return 200, {"items": self.hosts, "next": None}
+        if parts == ["v1", "sd", "prometheus"]:
+            return 200, [group for groups in self.targets.values() for group in groups]
         if len(parts) == 3 and parts[:2] == ["v1", "apps"] and parts[2] in self.apps:
             return 200, self.apps[parts[2]]
         if len(parts) == 4 and parts[3] == "spec" and parts[2] in self.specs:
@@ -127,6 +131,7 @@ class Artifacts:
     good: bytes
     bad: bytes
     slow: bytes
+    errors: bytes  # ready, but answers every second /work request with 500
 
 
 @pytest.fixture(scope="session")
@@ -136,6 +141,9 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
         good=build_artifact(folder / "good.pyz", WORKLOAD_WARMUP_SECONDS="0.1"),
         bad=build_artifact(folder / "bad.pyz", WORKLOAD_FAIL="unhealthy"),
         slow=build_artifact(folder / "slow.pyz", WORKLOAD_WARMUP_SECONDS="1.0"),
+        errors=build_artifact(
+            folder / "errors.pyz", WORKLOAD_FAIL="errors", WORKLOAD_WARMUP_SECONDS="0.1"
+        ),
     )
 
 
@@ -182,7 +190,9 @@ def pipeline_settings(cmdb: FakeCmdb, data_dir: Path) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def pipeline(infra: Infra, cmdb: FakeCmdb, data_dir: Path) -> AsyncIterator[RunningService]:
+async def pipeline(
+    infra: Infra, cmdb: FakeCmdb, data_dir: Path, **overrides: Any
+) -> AsyncIterator[RunningService]:
     """The pipeline in-process on fresh database and topics; its instances killed after."""
     try:
         async with running_service(
@@ -191,7 +201,7 @@ async def pipeline(infra: Infra, cmdb: FakeCmdb, data_dir: Path) -> AsyncIterato
             Settings,
             create_app,
             MIGRATIONS,
-            **pipeline_settings(cmdb, data_dir),
+            **(pipeline_settings(cmdb, data_dir) | overrides),
         ) as svc:
             yield svc
     finally:

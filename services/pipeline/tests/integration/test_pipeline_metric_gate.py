@@ -1,0 +1,158 @@
+"""The metric gate with a real monitor: a version that is ready but errs is rolled back.
+
+The monitor runs as its own process (`ooda-monitor`, own database and topics) and scrapes the
+real workload instances the pipeline starts. It finds them through the fake CMDB's service
+discovery, which the test keeps equal to the pipeline's running instances as they become ready
+(the real CMDB learns instances only from `deploy-done`, at the end of a change). Traffic comes
+from the test, spread over the running instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ooda.testing import (
+    ServiceProcess,
+    create_database,
+    create_topics,
+    delete_topics,
+    free_port,
+    unique,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def mirror_instances(pipeline: httpx.AsyncClient, cmdb: Any, app: str) -> None:
+    """Keep the fake CMDB's SD groups of `app` equal to its running instances."""
+    while True:
+        response = await pipeline.get(f"/v1/apps/{app}/instances")
+        if response.status_code == 200:
+            cmdb.targets[app] = [
+                {
+                    "targets": [i["endpoint"].removeprefix("http://")],
+                    "labels": {"app": app, "instance": i["id"], "version": i["version"]},
+                }
+                for i in response.json()
+                if i["status"] == "running" and i["endpoint"]
+            ]
+        await asyncio.sleep(0.2)
+
+
+async def send_traffic(cmdb: Any, app: str, per_second: float) -> None:
+    """GET /work on the discovered instances in turn, `per_second` requests a second in all."""
+    async with httpx.AsyncClient(trust_env=False, timeout=5.0) as client:
+        for n in itertools.count():
+            groups = cmdb.targets.get(app) or []
+            if groups:
+                address = groups[n % len(groups)]["targets"][0]
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(f"http://{address}/work")
+            await asyncio.sleep(1.0 / per_second)
+
+
+async def stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_ready_version_that_errs_is_rolled_back_by_the_monitor_gate(
+    kit: Any, tmp_path: Path
+) -> None:
+    app = unique("shop")
+    kit.cmdb.add_app(app, owner="shop-team", replicas=3)
+    kit.cmdb.specs[app]["slo"] = {"availability": 0.99, "latency_p99_ms": 2000}
+    prefix = unique("gate").replace("-", "") + "."
+    await create_topics(kit.infra, prefix)
+    port = free_port()
+    monitor = ServiceProcess(
+        "monitor",
+        {
+            "PATH": os.environ["PATH"],
+            "MONITOR_DATABASE_URL": await create_database(kit.infra, "monitor"),
+            "MONITOR_PORT": str(port),
+            "MONITOR_CMDB_URL": kit.cmdb.url,
+            "MONITOR_SCRAPE_INTERVAL_SECONDS": "1",
+            "OODA_KAFKA_BOOTSTRAP": kit.infra.kafka_bootstrap,
+            "OODA_AUTH_SECRET": kit.infra.auth_secret,
+            "OODA_TOPIC_PREFIX": prefix,
+        },
+        port,
+        tmp_path / "monitor.log",
+    )
+    background: list[asyncio.Task[None]] = []
+    try:
+        monitor.start()
+        await monitor.wait_ready()
+        async with kit.pipeline(
+            kit.infra,
+            kit.cmdb,
+            tmp_path / "data",
+            monitor_url=monitor.url,
+            gate_observe_seconds=8.0,
+        ) as svc:
+            try:
+                background += [
+                    asyncio.create_task(mirror_instances(svc.client, kit.cmdb, app)),
+                    asyncio.create_task(send_traffic(kit.cmdb, app, per_second=40)),
+                ]
+                team = svc.auth("ci", "team:shop-team")
+                good = await kit.upload(svc.client, team, kit.artifacts.good, "shop.pyz")
+                errs = await kit.upload(svc.client, team, kit.artifacts.errors, "shop-errors.pyz")
+
+                async def deploy(version: str, artifact: str, size: int) -> dict[str, Any]:
+                    created = await svc.client.post(
+                        "/v1/changes",
+                        headers=team,
+                        json={
+                            "app": app,
+                            "kind": "deploy",
+                            "idempotency_key": unique("rel"),
+                            "target": {"version": version, "artifact": artifact, "replicas": 3},
+                            "batch": {"size": size},
+                        },
+                    )
+                    assert created.status_code == 201, created.text
+                    return dict(
+                        await kit.wait_for_change(
+                            svc.client, created.json()["id"], kit.finished, timeout=90
+                        )
+                    )
+
+                # A healthy release passes the gate: the monitor sees its traffic and no errors.
+                v1 = await deploy("v1", good, 3)
+                assert v1["state"] == "succeeded", v1["reason"]
+                async with httpx.AsyncClient(base_url=monitor.url, trust_env=False) as client:
+                    answer = await client.get(
+                        f"/v1/apps/{app}/metrics",
+                        params={"metric": "request_rate", "start": v1["started_at"]},
+                    )
+                seen = answer.json()["points"]
+                assert any(p["value"] for p in seen), "the monitor saw no traffic of v1"
+
+                # v2 answers its readiness check, so its batch passes readiness; half its /work
+                # requests fail, which lifts the application's error rate over 1 - 0.99.
+                v2 = await deploy("v2", errs, 1)
+                assert v2["state"] == "rolled_back", v2["reason"]
+                assert "metric gate: error rate" in v2["reason"], v2["reason"]
+                assert v2["rollout"]["started"] == 1  # the first batch was the last
+                live = (await svc.client.get(f"/v1/apps/{app}/instances")).json()
+                assert sorted(i["version"] for i in live) == ["v1", "v1", "v1"]
+                assert {i["id"] for i in live} == kit.running_instance_ids(tmp_path / "data")
+            finally:
+                await stop(background)
+    finally:
+        kit.cmdb.targets.pop(app, None)
+        monitor.stop()
+        await delete_topics(kit.infra, prefix)
