@@ -339,6 +339,9 @@ async def demo(args: argparse.Namespace) -> int:
         scale_in_window_s=(
             None if args.platform_cooldowns else max(2 * args.window_seconds, 900.0 / ratio)
         ),
+        # The load runs `ratio` times faster than the trace: its day lasts 86400 / ratio seconds
+        # (with the compressed history; history at its original timestamps keeps real days).
+        season_s=None if original else 86400.0 / ratio,
     )
     bootstrap = env.get("OODA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     out_dir = REPO / "reports" / f"demo-{stamp}"
@@ -372,6 +375,8 @@ async def demo(args: argparse.Namespace) -> int:
                 f"{policy['scale_down_cooldown']}, {policy['max_actions_per_hour']} actions/hour; "
                 f"the spec's scale-in window {plan.scale_in_window_s:g}s"
             )
+        if plan.season_s is not None:
+            print(f"the spec's season: a trace day lasts {plan.season_s:g}s of the replay")
         if original:
             history, history_end = piece.history, piece.start_s
             how = "5-minute means at their original timestamps"
@@ -525,7 +530,7 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_SECONDS_PER_MINUTE,
         help="live seconds per trace minute",
     )
-    p.add_argument("--history-days", type=float, default=1.0, help="warm-start history (days)")
+    p.add_argument("--history-days", type=float, default=3.0, help="warm-start history (days)")
     p.add_argument(
         "--history-time",
         choices=("compressed", "original"),

@@ -53,6 +53,7 @@ class AppPlan:
     target_utilisation: float = 0.6
     policy: str = "predictive"
     scale_in_window_s: float | None = None
+    season_s: float | None = None
     budget_replica_hours: float | None = None
     extra_spec: dict[str, Any] = field(default_factory=dict)
 
@@ -129,6 +130,8 @@ def spec_body(plan: AppPlan, artifact_sha: str) -> dict[str, Any]:
     }
     if plan.scale_in_window_s is not None:
         body["scaling"]["scale_in_window_s"] = plan.scale_in_window_s
+    if plan.season_s is not None:
+        body["scaling"]["season_s"] = plan.season_s
     if plan.budget_replica_hours is not None:
         body["budget"] = {"replica_hours": plan.budget_replica_hours, "period": "day"}
     return body | plan.extra_spec

@@ -19,6 +19,7 @@ class SpecHints:
     latency_p99_ms: float | None = None
     capacity_rps: float | None = None
     scale_in_window_s: float | None = None
+    season_s: float | None = None
 
 
 class SpecsUnavailable(Exception):
@@ -46,12 +47,13 @@ def hints_from_spec(spec: dict[str, Any]) -> SpecHints:
         target_utilisation=float(scaling.get("target_utilisation", 0.7)),
         latency_p99_ms=slo.get("latency_p99_ms"),
         capacity_rps=float(capacity) if capacity else None,
-        scale_in_window_s=(
-            float(scaling["scale_in_window_s"])
-            if scaling.get("scale_in_window_s") is not None
-            else None
-        ),
+        scale_in_window_s=_seconds(scaling.get("scale_in_window_s")),
+        season_s=_seconds(scaling.get("season_s")),
     )
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class HttpSpecSource:

@@ -112,20 +112,31 @@ class AppModel:
 DROP_GUARD_WINDOWS = 12.0  # predictive: the drop guard holds for this many scale-in windows
 
 
-def stabilisation_options(policy: str, window_s: float) -> dict[str, Any]:
-    """Policy options for the spec's `scaling.scale_in_window_s`: how long a lower load must last
-    before a scale-in. The predictive policy's collapse detection and drop-guard hold scale with it
-    (900 s and 3 h by default), so one declared time constant sets the pace of all of its scale-in.
+def policy_options(policy: str, hints: SpecHints) -> dict[str, Any]:
+    """Policy options from the spec's scaling hints.
+
+    - `scale_in_window_s`: how long a lower load must last before a scale-in. The predictive
+      policy's collapse detection and drop-guard hold scale with it (900 s and 3 h by default),
+      so one declared time constant sets the pace of all of its scale-in.
+    - `season_s`: how long the load's daily cycle lasts (a day unless the load is replayed faster
+      or synthetic): the seasonal forecasts and the day-ago policy follow that cycle.
     """
+    options: dict[str, Any] = {}
+    window_s = hints.scale_in_window_s
     if policy == "predictive":
-        return {
-            "downscale_window_s": window_s,
-            "collapse_window_s": window_s,
-            "hold_s": DROP_GUARD_WINDOWS * window_s,
-        }
-    if policy == "hpa":
-        return {"downscale_window_s": window_s}
-    return {}
+        if window_s is not None:
+            options |= {
+                "downscale_window_s": window_s,
+                "collapse_window_s": window_s,
+                "hold_s": DROP_GUARD_WINDOWS * window_s,
+            }
+        if hints.season_s is not None:
+            options["season_s"] = hints.season_s
+    elif policy == "hpa" and window_s is not None:
+        options["downscale_window_s"] = window_s
+    elif policy == "seasonal-naive" and hints.season_s is not None:
+        options["period_s"] = hints.season_s
+    return options
 
 
 class Engine:
@@ -147,9 +158,7 @@ class Engine:
             # Policies tuned by a target utilisation take the spec's; `predictive` keeps its
             # headroom (forecast quantile and margin) and sizes for capacity at 100%.
             knob = hints.target_utilisation if name in UTILISATION_POLICIES else None
-            options: dict[str, Any] = {}
-            if hints.scale_in_window_s is not None:
-                options = stabilisation_options(name, hints.scale_in_window_s)
+            options = policy_options(name, hints)
             try:
                 return make_policy(name, knob, min_replicas=low, max_replicas=high, **options)
             except (ValueError, TypeError):  # unknown, or not usable live (e.g. the oracle)

@@ -142,6 +142,17 @@ class ScalingHints(_Strict):
             ),
         ),
     ] = None
+    season_s: Annotated[
+        float | None,
+        Field(
+            ge=60,
+            le=7 * 86400,
+            description=(
+                "How long the load's daily cycle lasts (seconds); a day when unset. Set it when "
+                "the load runs on another clock (a replay sped up, a synthetic cycle)"
+            ),
+        ),
+    ] = None
 
 
 class Budget(_Strict):

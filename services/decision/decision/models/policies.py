@@ -322,6 +322,7 @@ class PredictivePolicy(Policy):
         collapse_ratio: float = 0.5,
         hold_fraction: float = 0.9,
         hold_s: float = 3 * 3600.0,
+        season_s: float = 86400.0,
         min_replicas: int = 1,
         max_replicas: int = 100_000,
     ) -> None:
@@ -339,6 +340,9 @@ class PredictivePolicy(Policy):
         self.collapse_ratio = collapse_ratio
         self.hold_fraction = hold_fraction
         self.hold_s = hold_s
+        # The forecaster models a daily cycle: a load whose cycle lasts `season_s` (a replay
+        # sped up, a synthetic test) is fed to it on a clock where that cycle lasts a day.
+        self.clock = 86400.0 / season_s
         self._targets: deque[tuple[float, int]] = deque()  # decreasing recent targets
         self._peaks: deque[tuple[float, float]] = deque()  # decreasing sliding max of the load
         self._last3: deque[float] = deque(maxlen=3)
@@ -384,9 +388,9 @@ class PredictivePolicy(Policy):
         steps = horizon_steps(obs.delay_s, obs.step_s)
         if self.forecaster is None:
             # Live default: forecast far enough for this delay (plus slack for a slower one).
-            self.forecaster = SeasonalForecaster(obs.step_s, max(steps, 2) * 2)
+            self.forecaster = SeasonalForecaster(obs.step_s * self.clock, max(steps, 2) * 2)
         f = self.forecaster
-        f.observe(obs.timestamp_s - obs.step_s, obs.last_load)
+        f.observe((obs.timestamp_s - obs.step_s) * self.clock, obs.last_load)
         now = obs.timestamp_s
         if math.isfinite(obs.last_load):
             self._last_valid = obs.last_load

@@ -126,3 +126,14 @@ def test_the_hpa_policy_divides_by_the_declared_capacity_not_a_learned_one() -> 
         result = model.step(window(i, 16.0, ready=2, error_rate=0.3))
     assert model.capacity.estimate().per_instance < 10.0
     assert result is not None and result[0].capacity == 10.0  # ... which the hpa does not use
+
+
+def test_a_declared_season_puts_the_forecaster_on_the_loads_own_clock() -> None:
+    hints = hints_from_spec({"scaling": {"policy": "predictive", "season_s": 2880}})
+    assert hints.season_s == 2880.0
+    model = engine().new_model("shop", hints, None)
+    model.step(window(1, 10.0))
+    # 30-s windows of a 48-minute cycle are 15-minute steps of its day.
+    assert model.policy.forecaster.step_s == 900.0
+    naive = engine().new_model("shop", SpecHints(policy="seasonal-naive", season_s=3600.0), None)
+    assert naive.policy.period_s == 3600.0
