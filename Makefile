@@ -1,5 +1,5 @@
 # OODA: every routine command is one target calling a real tool.
-.PHONY: help venv up down status demo first-event test unit lint typecheck bench contracts dashboards evaluate clean
+.PHONY: help venv up restart down status demo first-event test unit lint typecheck bench contracts dashboards evaluate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -9,6 +9,9 @@ venv:  ## create or update .venv from uv.lock (and the AsyncAPI checker)
 
 up: venv  ## start Kafka, PostgreSQL and the five services (safe to run twice)
 	deploy/local/ooda-local up
+
+restart: venv  ## restart the five services (after pulling new code; Kafka and PostgreSQL keep running)
+	deploy/local/ooda-local restart services
 
 down:  ## stop exactly what `make up` started
 	deploy/local/ooda-local down
