@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request
 from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -103,6 +106,23 @@ def _consumer_job(rt: Runtime, consumer: EventConsumer) -> Callable[[], Awaitabl
             await consumer.stop()
 
     return job
+
+
+def _spellable(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error as JSON can carry it: an input of NaN or Infinity is left out."""
+    try:
+        json.dumps(error, allow_nan=False)
+    except ValueError:
+        return {k: v for k, v in error.items() if k not in ("input", "ctx")}
+    return error
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each problem's path (as FastAPI does), even for a body with NaN in it (whose
+    echo FastAPI's own handler cannot render, answering 500)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [_spellable(error) for error in jsonable_encoder(errors)]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -224,6 +244,7 @@ def create_service_app(
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(DBAPIError, database_error)
     app.add_exception_handler(OSError, database_error)
 

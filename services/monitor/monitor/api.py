@@ -4,16 +4,36 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from pydantic import ValidationError
 
 from monitor.config import Settings
 from monitor.domain import ExpositionError, Metric, parse_exposition
-from monitor.handlers import record_observation, replace_rules, store_push
+from monitor.handlers import (
+    AnnouncedElsewhere,
+    announce_targets,
+    record_observation,
+    replace_rules,
+    store_push,
+    withdraw_target,
+)
 from monitor.loops import Monitor
 from monitor.rules import expand, rule_from_spec
 from monitor.schemas import (
+    INSTANCE_ID_PATTERN,
     AlertOut,
+    AnnouncedOut,
+    AnnounceIn,
     ObservationIn,
     ObservationOut,
     PushIn,
@@ -24,7 +44,7 @@ from monitor.schemas import (
     SampleIn,
     TargetOut,
 )
-from monitor.views import list_alerts, list_targets, metric_range, rules_of
+from monitor.views import list_alerts, list_announced, list_targets, metric_range, rules_of
 from ooda.auth import Actor, requires
 from ooda.events.contracts import APP_ID_PATTERN
 from ooda.service import AppIdPath as AppId
@@ -74,6 +94,91 @@ async def get_targets(request: Request, app: str | None = None) -> list[TargetOu
     async with _runtime(request).sessions() as session:
         found = await list_targets(session)
     return [t for t in found if app is None or t.app == app]
+
+
+@router.post(
+    "/apps/{app}/announced-targets",
+    response_model=AnnouncedOut,
+    tags=["targets"],
+    summary="Announce instances to scrape before the CMDB lists them (a rollout's new batch)",
+)
+async def post_announced_targets(
+    app: AppId,
+    body: AnnounceIn,
+    request: Request,
+    actor: Annotated[Actor, Depends(requires("deploy"))],
+) -> AnnouncedOut:
+    problems = _repeated(body)
+    if problems:
+        raise HTTPException(422, problems)
+    rt = _runtime(request)
+    monitor: Monitor = request.app.state.monitor
+    now = datetime.now(UTC)
+    try:
+        async with rt.sessions() as session, session.begin():
+            await announce_targets(session, app, body, actor.subject, now)
+    except AnnouncedElsewhere as exc:
+        raise HTTPException(409, str(exc)) from exc
+    monitor.request_refresh()
+    async with rt.sessions() as session:
+        found = await list_announced(session, app, now)
+    return AnnouncedOut(app=app, scrape_interval_s=monitor.step_s, targets=found)
+
+
+def _repeated(body: AnnounceIn) -> list[dict[str, object]]:
+    """422 details (with field paths) for instance ids or scrape URLs given more than once."""
+    problems: list[dict[str, object]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, target in enumerate(body.targets):
+        keys = (
+            ("instance_id", target.instance_id),
+            ("endpoint", target.endpoint + target.metrics_path),
+        )
+        for field, key in keys:
+            first = seen.setdefault((field, key), index)
+            if first != index:
+                problems.append(
+                    {
+                        "loc": ["body", "targets", index, field],
+                        "msg": f"repeats the {field} of targets[{first}]",
+                        "type": "value_error",
+                    }
+                )
+    return problems
+
+
+@router.get(
+    "/apps/{app}/announced-targets",
+    response_model=AnnouncedOut,
+    tags=["targets"],
+    summary="An application's announced instances that have not expired",
+)
+async def get_announced_targets(app: AppId, request: Request) -> AnnouncedOut:
+    monitor: Monitor = request.app.state.monitor
+    async with _runtime(request).sessions() as session:
+        found = await list_announced(session, app, datetime.now(UTC))
+    return AnnouncedOut(app=app, scrape_interval_s=monitor.step_s, targets=found)
+
+
+@router.delete(
+    "/apps/{app}/announced-targets/{instance_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["targets"],
+    summary="Withdraw one announced instance (it is no longer scraped unless the CMDB lists it)",
+)
+async def delete_announced_target(
+    app: AppId,
+    instance_id: Annotated[str, Path(pattern=INSTANCE_ID_PATTERN, max_length=200)],
+    request: Request,
+    actor: Annotated[Actor, Depends(requires("deploy"))],
+) -> Response:
+    rt = _runtime(request)
+    async with rt.sessions() as session, session.begin():
+        found = await withdraw_target(session, app, instance_id)
+    if not found:
+        raise HTTPException(404, f"{instance_id} is not announced for {app}")
+    request.app.state.monitor.request_refresh()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,11 +25,12 @@ from monitor.domain import (
     evaluate_rules,
 )
 from monitor.rules import rule_from_spec
-from monitor.schemas import ObservationIn, ObservationOut, PushIn, PushOut
+from monitor.schemas import AnnounceIn, ObservationIn, ObservationOut, PushIn, PushOut
 from monitor.store import (
     alert_rules,
     alert_states,
     alerts,
+    announced_targets,
     pushed_samples,
     rollup_from_row,
     rollup_row,
@@ -114,33 +115,162 @@ class TargetChanges:
 
 
 async def sync_targets(session: AsyncSession, found: Sequence[Target]) -> TargetChanges:
-    """Make the stored targets exactly the discovered ones, keeping the state of those that stay."""
+    """Make the stored targets exactly the given ones, keeping the state of those that stay."""
     known = {
-        row.instance_id: (row.app, row.url)
+        row.instance_id: (row.app, row.url, row.source, row.labels)
         for row in (
-            await session.execute(select(targets.c.instance_id, targets.c.app, targets.c.url))
+            await session.execute(
+                select(
+                    targets.c.instance_id,
+                    targets.c.app,
+                    targets.c.url,
+                    targets.c.source,
+                    targets.c.labels,
+                )
+            )
         )
     }
     by_id = {t.instance_id: t for t in found}
     removed = sorted(set(known) - set(by_id))
     if removed:
         await session.execute(delete(targets).where(targets.c.instance_id.in_(removed)))
-    changed = [t for t in found if known.get(t.instance_id) != (t.app_id, t.url)]
+    changed = [
+        t for t in found if known.get(t.instance_id) != (t.app_id, t.url, t.source, dict(t.labels))
+    ]
     if changed:
         stmt = insert(targets)
+        # The last scrape's state stays while the URL does (a source or label change keeps it).
+        same_url = targets.c.url == stmt.excluded.url
         await session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[targets.c.instance_id],
-                set_={"app": stmt.excluded.app, "url": stmt.excluded.url, "up": None},
+                set_={
+                    "app": stmt.excluded.app,
+                    "url": stmt.excluded.url,
+                    "source": stmt.excluded.source,
+                    "labels": stmt.excluded.labels,
+                    "up": case((same_url, targets.c.up), else_=None),
+                },
             ),
             [
-                {"instance_id": t.instance_id, "app": t.app_id, "url": t.url, "labels": {}}
+                {
+                    "instance_id": t.instance_id,
+                    "app": t.app_id,
+                    "url": t.url,
+                    "source": t.source,
+                    "labels": dict(t.labels),
+                }
                 for t in changed
             ],
         )
     return TargetChanges(
         added=[t.instance_id for t in changed if t.instance_id not in known], removed=removed
     )
+
+
+class AnnouncedElsewhere(Exception):
+    """Instances announced already for another application."""
+
+    def __init__(self, owners: Mapping[str, str]) -> None:
+        self.owners = dict(owners)
+        listed = ", ".join(f"{i} (of {a})" for i, a in sorted(owners.items()))
+        super().__init__(f"already announced for another application: {listed}")
+
+
+def announced_url(endpoint: str, metrics_path: str) -> str:
+    """The scrape URL of an announced instance."""
+    return f"http://{endpoint}{metrics_path}"
+
+
+async def announce_targets(
+    session: AsyncSession, app: str, body: AnnounceIn, actor: str, now: datetime
+) -> None:
+    """Store (or refresh) announced instances of `app`, each expiring `ttl_seconds` from now."""
+    ids = [t.instance_id for t in body.targets]
+    owners = {
+        row.instance_id: row.app
+        for row in await session.execute(
+            select(announced_targets.c.instance_id, announced_targets.c.app).where(
+                announced_targets.c.instance_id.in_(ids),
+                announced_targets.c.app != app,
+                announced_targets.c.expires_at > now,
+            )
+        )
+    }
+    if owners:
+        raise AnnouncedElsewhere(owners)
+    expires_at = now + timedelta(seconds=body.ttl_seconds)
+    stmt = insert(announced_targets)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[announced_targets.c.instance_id],
+            set_={
+                column: stmt.excluded[column]
+                for column in (
+                    "app",
+                    "endpoint",
+                    "metrics_path",
+                    "version",
+                    "zone",
+                    "labels",
+                    "announced_by",
+                    "announced_at",
+                    "expires_at",
+                )
+            },
+        ),
+        [
+            {
+                "instance_id": t.instance_id,
+                "app": app,
+                "endpoint": t.endpoint,
+                "metrics_path": t.metrics_path,
+                "version": t.version,
+                "zone": t.zone,
+                "labels": t.labels,
+                "announced_by": actor,
+                "announced_at": now,
+                "expires_at": expires_at,
+            }
+            for t in body.targets
+        ],
+    )
+
+
+async def withdraw_target(session: AsyncSession, app: str, instance_id: str) -> bool:
+    """Forget one announced instance of `app`; False when there was none."""
+    gone = await session.execute(
+        delete(announced_targets)
+        .where(announced_targets.c.app == app, announced_targets.c.instance_id == instance_id)
+        .returning(announced_targets.c.instance_id)
+    )
+    return gone.first() is not None
+
+
+async def live_announced(
+    session: AsyncSession, now: datetime, listed: Iterable[str] = ()
+) -> dict[Target, datetime]:
+    """The announced targets still to scrape, each with its expiry.
+
+    Expired announcements are deleted, and so are those of instances the CMDB now lists
+    (`listed`, instance ids): from then on the CMDB is the authority on them.
+    """
+    listed = list(listed)
+    ended = announced_targets.c.expires_at <= now
+    if listed:
+        ended = or_(ended, announced_targets.c.instance_id.in_(listed))
+    await session.execute(delete(announced_targets).where(ended))
+    rows = (await session.execute(select(announced_targets))).all()
+    return {
+        Target(
+            app_id=row.app,
+            instance_id=row.instance_id,
+            url=announced_url(row.endpoint, row.metrics_path),
+            source="announced",
+            labels=tuple(sorted({**row.labels, "version": row.version, "zone": row.zone}.items())),
+        ): row.expires_at
+        for row in rows
+    }
 
 
 async def save_scrape_states(session: AsyncSession, results: Sequence[ScrapeResult]) -> None:

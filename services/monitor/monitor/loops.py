@@ -1,5 +1,8 @@
 """The monitor's background work: discovery, the scrape-aggregate-publish round, retention.
 
+Targets are the CMDB's service discovery plus the instances deployers announced (until they
+expire or the CMDB lists them); the CMDB's entry wins for an instance both name.
+
 Windows are aligned to interval boundaries from the Unix epoch: the round at boundary T scrapes
 every target and publishes [T - interval, T) for each application. A restarted monitor computes
 the same boundaries, and the unique (app, step, window_end) key turns a repeated window into a
@@ -26,11 +29,13 @@ from monitor.domain import (
     Tier,
     aggregate_app,
     align,
+    merge_targets,
     plan_retention,
 )
 from monitor.handlers import (
     downsample_tier,
     evaluate_alerts,
+    live_announced,
     load_rules,
     publish_rollup,
     pushed_snapshots,
@@ -78,6 +83,8 @@ class Monitor:
         self.clock = clock
         self.policy = retention_for(self.step)
         self.targets: list[Target] | None = None
+        self.sd_targets: list[Target] | None = None
+        self.expiry: dict[str, datetime] = {}
         self.sd_failing = False
         self.last: dict[str, Snapshot] = {}
         self.refresh_requested = asyncio.Event()
@@ -120,34 +127,53 @@ class Monitor:
                 await asyncio.wait_for(self.refresh_requested.wait(), self.sd_refresh_s)
 
     async def refresh(self, rt: Runtime) -> None:
-        """Read service discovery and store the target set; keep the last known set on failure."""
+        """Read service discovery, add the announced targets, and store the merged target set.
+
+        When service discovery fails, the last known set of the CMDB is kept (read back from
+        the database after a restart); announced targets are merged in either way.
+        """
+        listed: list[str] = []
         try:
             found = await self.source.targets()
         except Exception as exc:
             if not self.sd_failing:
                 log.warning("service discovery failed, keeping the last known targets: %s", exc)
             self.sd_failing = True
-            if self.targets is None:
+            if self.sd_targets is None:
                 async with rt.sessions() as session:
-                    rows = (await session.execute(select(targets_table))).all()
-                self.targets = [Target(r.app, r.instance_id, r.url) for r in rows]
-            self.discovered.set()
-            return
-        if self.sd_failing:
-            log.info("service discovery answers again")
-            self.sd_failing = False
+                    rows = (
+                        await session.execute(
+                            select(targets_table).where(targets_table.c.source == "sd")
+                        )
+                    ).all()
+                self.sd_targets = [
+                    Target(
+                        r.app, r.instance_id, r.url, labels=tuple(sorted((r.labels or {}).items()))
+                    )
+                    for r in rows
+                ]
+            found = self.sd_targets
+        else:
+            if self.sd_failing:
+                log.info("service discovery answers again")
+                self.sd_failing = False
+            self.sd_targets = found
+            listed = [t.instance_id for t in found]
         async with rt.sessions() as session, session.begin():
-            changes = await sync_targets(session, found)
+            announced = await live_announced(session, self.clock(), listed)
+            merged = merge_targets(found, list(announced))
+            changes = await sync_targets(session, merged)
         if changes.added or changes.removed:
             log.info("targets: +%s -%s", changes.added, changes.removed)
         for instance in changes.removed:
             self.last.pop(instance, None)
-        gone = {t.app_id for t in self.targets or ()} - {t.app_id for t in found}
+        gone = {t.app_id for t in self.targets or ()} - {t.app_id for t in merged}
         for app in gone:
             for gauge in (metrics.TARGETS, metrics.TARGETS_UP):
                 with contextlib.suppress(KeyError):
                     gauge.remove(app)
-        self.targets = found
+        self.expiry = {t.instance_id: at for t, at in announced.items()}
+        self.targets = merged
         self.discovered.set()
 
     async def _scrape_rounds(self, rt: Runtime) -> None:
@@ -167,7 +193,13 @@ class Monitor:
 
     async def run_round(self, rt: Runtime, window_end: datetime) -> list[AppRollup]:
         """Scrape every target, record their state, publish each application's window."""
-        round_targets = list(self.targets or ())
+        # An announced target whose time ran out since the last refresh is no longer scraped.
+        started = self.clock()
+        round_targets = [
+            t
+            for t in self.targets or ()
+            if t.instance_id not in self.expiry or self.expiry[t.instance_id] > started
+        ]
         results = await self.scraper.scrape_all(round_targets)
         async with rt.sessions() as session, session.begin():
             await save_scrape_states(session, results)

@@ -4,7 +4,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.domain import Metric, Op
 from ooda.events.contracts import APP_ID_PATTERN, MetricValues
@@ -12,6 +12,11 @@ from ooda.events.contracts import APP_ID_PATTERN, MetricValues
 Severity = Literal["info", "warning", "critical"]
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _RULE_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"
+INSTANCE_ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:-]*$"
+_ENDPOINT = r"^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?):([0-9]{1,5})$"
+_METRICS_PATH = r"^/[a-zA-Z0-9._~!$&'()*+,;=:@%/-]*$"
+_PRINTABLE = r"^[^\s\x00-\x1f\x7f]+$"
+MAX_ANNOUNCED_LABELS = 32
 
 
 class ObservationIn(BaseModel):
@@ -60,6 +65,9 @@ class TargetOut(BaseModel):
     last_error: str | None
     series: int
     dropped: int
+    source: Literal["sd", "announced"] = Field(
+        description="sd: from the CMDB's service discovery; announced: by a deployer"
+    )
 
 
 class Point(BaseModel):
@@ -197,3 +205,68 @@ class AlertOut(BaseModel):
     summary: str
     raised_at: datetime
     resolved_at: datetime | None
+
+
+class AnnouncedTargetIn(BaseModel):
+    """One instance to scrape before the CMDB lists it (a rollout's new batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance_id: str = Field(pattern=INSTANCE_ID_PATTERN, max_length=200)
+    endpoint: str = Field(pattern=_ENDPOINT, max_length=300, description="host:port")
+    version: str = Field(pattern=_PRINTABLE, max_length=128)
+    zone: str = Field(pattern=_PRINTABLE, max_length=128)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_ANNOUNCED_LABELS)
+    metrics_path: str = Field("/metrics", pattern=_METRICS_PATH, max_length=200)
+
+    @field_validator("endpoint")
+    @classmethod
+    def port_is_valid(cls, endpoint: str) -> str:
+        port = int(endpoint.rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not between 1 and 65535")
+        return endpoint
+
+    @field_validator("labels")
+    @classmethod
+    def labels_are_named_well(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name, value in labels.items():
+            if not _LABEL.match(name) or name.startswith("__"):
+                raise ValueError(f"label name {name!r} is not a valid, non-reserved label name")
+            if len(value) > 256:
+                raise ValueError(f"label {name!r}: value longer than 256 characters")
+            if "\x00" in value:
+                raise ValueError(f"label {name!r}: value with a NUL character")
+        return labels
+
+
+class AnnounceIn(BaseModel):
+    """Instances to scrape for `ttl_seconds` (refreshed when announced again)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[AnnouncedTargetIn] = Field(min_length=1, max_length=1000)
+    ttl_seconds: float = Field(600.0, ge=1, le=3600, description="default 10 minutes")
+
+
+class AnnouncedTargetOut(BaseModel):
+    """One announced instance, scraped until `expires_at` or until the CMDB lists it."""
+
+    instance_id: str
+    app: str
+    endpoint: str
+    metrics_path: str
+    version: str
+    zone: str
+    labels: dict[str, str]
+    announced_by: str
+    announced_at: datetime
+    expires_at: datetime
+
+
+class AnnouncedOut(BaseModel):
+    """An application's announced instances that have not expired."""
+
+    app: str
+    scrape_interval_s: float = Field(description="the monitor's interval (and window length)")
+    targets: list[AnnouncedTargetOut]

@@ -37,11 +37,22 @@ def targets_from_sd(groups: Any) -> list[Target]:
         scheme = labels.get("__scheme__", "http")
         path = labels.get("__metrics_path__", "/metrics")
         addresses: Sequence[str] = group["targets"]
+        # The group's other labels (zone, host, version...) are shown with the target.
+        shown = tuple(
+            sorted(
+                (str(k), str(v))
+                for k, v in labels.items()
+                if k not in ("app", "instance") and not str(k).startswith("__")
+            )
+        )
         for address in addresses:
             instance = labels.get("instance") if len(addresses) == 1 else None
             instance_id = str(instance or address)
             found[instance_id] = Target(
-                app_id=str(app), instance_id=instance_id, url=f"{scheme}://{address}{path}"
+                app_id=str(app),
+                instance_id=instance_id,
+                url=f"{scheme}://{address}{path}",
+                labels=shown,
             )
     return sorted(found.values(), key=lambda t: t.instance_id)
 

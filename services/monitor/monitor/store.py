@@ -61,6 +61,27 @@ targets = Table(
     Column("last_error", Text, nullable=True),
     Column("series", Integer, nullable=False, server_default="0"),
     Column("dropped", Integer, nullable=False, server_default="0"),
+    # "sd" (the CMDB's service discovery) or "announced" (by a deployer, see announced_targets).
+    Column("source", String(16), nullable=False, server_default="sd"),
+)
+
+# Instances a deployer announced before the CMDB knows them (a rollout's new batch), scraped
+# until `expires_at` or until the CMDB's service discovery lists the same instance.
+announced_targets = Table(
+    "announced_targets",
+    metadata,
+    Column("instance_id", String(200), primary_key=True),
+    Column("app", String(128), nullable=False),
+    Column("endpoint", String(300), nullable=False),
+    Column("metrics_path", String(200), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("zone", String(128), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("announced_by", String(200), nullable=False),
+    Column("announced_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_announced_targets_app", "app"),
+    Index("ix_announced_targets_expires_at", "expires_at"),
 )
 
 pushed_samples = Table(

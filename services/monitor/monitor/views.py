@@ -1,4 +1,4 @@
-"""Read-side queries: targets, range queries over rollups, rules and alerts."""
+"""Read-side queries: targets, announced targets, range queries over rollups, rules and alerts."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -6,8 +6,23 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from monitor.domain import Metric, RetentionPolicy, downsample
-from monitor.schemas import AlertOut, Point, RangeOut, RuleOut, RulesOut, TargetOut
-from monitor.store import alert_rules, alerts, rollup_from_row, rollups, targets
+from monitor.schemas import (
+    AlertOut,
+    AnnouncedTargetOut,
+    Point,
+    RangeOut,
+    RuleOut,
+    RulesOut,
+    TargetOut,
+)
+from monitor.store import (
+    alert_rules,
+    alerts,
+    announced_targets,
+    rollup_from_row,
+    rollups,
+    targets,
+)
 
 
 async def list_targets(session: AsyncSession) -> list[TargetOut]:
@@ -16,6 +31,20 @@ async def list_targets(session: AsyncSession) -> list[TargetOut]:
         await session.execute(select(targets).order_by(targets.c.app, targets.c.instance_id))
     ).all()
     return [TargetOut.model_validate(row._mapping) for row in rows]
+
+
+async def list_announced(
+    session: AsyncSession, app: str, now: datetime
+) -> list[AnnouncedTargetOut]:
+    """An application's announced instances that have not expired."""
+    rows = (
+        await session.execute(
+            select(announced_targets)
+            .where(announced_targets.c.app == app, announced_targets.c.expires_at > now)
+            .order_by(announced_targets.c.instance_id)
+        )
+    ).all()
+    return [AnnouncedTargetOut.model_validate(row._mapping) for row in rows]
 
 
 async def metric_range(

@@ -6,14 +6,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ooda.auth import issue_token
 from pipeline.artifacts import ArtifactStore
 from pipeline.cmdb import Cmdb, HttpCmdb
 from pipeline.config import Settings
 from pipeline.driver import Driver, LocalDriver
 from pipeline.executor import Executor
 from pipeline.gates import Limits, MetricGate, MonitorGate, limits_from
+from pipeline.liveness import ACTOR
 
 log = logging.getLogger(__name__)
+
+DEPLOY_SCOPE = "deploy"  # what the monitor asks of those who announce instances to scrape
 
 
 @dataclass
@@ -68,4 +72,12 @@ def monitor_gate(settings: Settings, cmdb: Cmdb) -> MonitorGate:
             slo = (None, None)
         return limits_from(slo, settings.gate_max_error_rate, settings.gate_max_latency_p99_ms)
 
-    return MonitorGate(settings.monitor_url, limits, observe_s=settings.gate_observe_seconds)
+    secret = settings.auth_secret.get_secret_value()
+
+    def token() -> str:
+        # The pipeline's own short-lived `deploy` token: it announces new instances to scrape.
+        return issue_token(secret, ACTOR, [DEPLOY_SCOPE], ttl_seconds=300)
+
+    return MonitorGate(
+        settings.monitor_url, limits, observe_s=settings.gate_observe_seconds, token=token
+    )

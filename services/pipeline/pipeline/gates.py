@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -138,6 +138,7 @@ async def wait_ready(
 ERROR_RATE = "error_rate"  # the monitor's per-application aggregates (its `Metric` names)
 LATENCY_P99_MS = "latency_p99_ms"
 REQUEST_RATE = "request_rate"
+_MAX_SKIP_S = 60.0  # the longest scrape interval the gate waits out after an announce
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,13 @@ class MonitorGate:
     limits (`limits(app)`: from its spec's SLO targets or the settings). No data (no traffic)
     passes. A monitor that cannot be read does not hold rollouts up: the gate logs it and
     passes, so that a monitor outage does not roll back every change.
+
+    The CMDB lists an application's instances only once a change has ended, so before
+    observing, the gate announces the batch's new instances to the monitor
+    (`POST /v1/apps/{app}/announced-targets`, with a `deploy` token from `token()`) for
+    `announce_ttl_s`. The monitor's first scrape of an instance only primes its counters, so
+    only windows starting one scrape interval after the announce count, and the observation
+    lasts that much longer. A failed announce is logged and the gate observes as before.
     """
 
     def __init__(
@@ -237,6 +245,9 @@ class MonitorGate:
         min_windows: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        token: Callable[[], str] | None = None,
+        announce_ttl_s: float = 600.0,
+        scrape_interval_s: float = 5.0,
     ) -> None:
         self.monitor_url = monitor_url.rstrip("/")
         self.limits = limits
@@ -245,18 +256,22 @@ class MonitorGate:
         self.min_windows = min_windows
         self.transport = transport
         self.clock = clock
+        self.token = token
+        self.announce_ttl_s = announce_ttl_s
+        self.scrape_interval_s = scrape_interval_s  # when the monitor's answer names none
 
     async def check(self, app: str, new: Sequence[GateInstance]) -> str | None:
         limits = await self.limits(app)
         if limits.max_error_rate is None and limits.max_latency_p99_ms is None:
             return None
-        since = self.clock()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.observe_s
         windows: list[Window] = []
         async with httpx.AsyncClient(
             base_url=self.monitor_url, transport=self.transport, trust_env=False, timeout=5.0
         ) as client:
+            since = await self.announce(client, app, new)
+            wait_s = max(0.0, (since - self.clock()).total_seconds())
+            deadline = loop.time() + wait_s + self.observe_s
             while True:
                 await asyncio.sleep(max(0.0, min(self.poll_s, deadline - loop.time())))
                 try:
@@ -274,6 +289,42 @@ class MonitorGate:
             log.info("metric gate: no data for %s within %gs; passing", app, self.observe_s)
         return reason
 
+    async def announce(
+        self, client: httpx.AsyncClient, app: str, new: Sequence[GateInstance]
+    ) -> datetime:
+        """Announce the new instances to the monitor; when the windows that count begin."""
+        if not new:
+            return self.clock()
+        body = {
+            "targets": [
+                {
+                    "instance_id": instance.id,
+                    "endpoint": host_port(instance.endpoint),
+                    "version": instance.version,
+                    "zone": instance.zone,
+                }
+                for instance in new
+            ],
+            "ttl_seconds": self.announce_ttl_s,
+        }
+        headers = {"Authorization": f"Bearer {self.token()}"} if self.token is not None else {}
+        try:
+            response = await client.post(
+                f"/v1/apps/{app}/announced-targets", json=body, headers=headers
+            )
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}: {response.text[:500]}")
+            interval = float(response.json().get("scrape_interval_s", self.scrape_interval_s))
+            if not 0.0 <= interval <= _MAX_SKIP_S:  # an odd answer (or NaN) must not stall it
+                interval = self.scrape_interval_s
+            skip = timedelta(seconds=interval)
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as error:
+            log.warning(
+                "metric gate: cannot announce %s's new instances to the monitor: %s", app, error
+            )
+            return self.clock()
+        return self.clock() + skip
+
     async def _windows(self, client: httpx.AsyncClient, app: str, since: datetime) -> list[Window]:
         ranges = {}
         for metric in (ERROR_RATE, LATENCY_P99_MS, REQUEST_RATE):
@@ -283,6 +334,11 @@ class MonitorGate:
             response.raise_for_status()
             ranges[metric] = response.json()
         return windows_from_ranges(ranges)
+
+
+def host_port(endpoint: str) -> str:
+    """`host:port` of an instance endpoint given as `http://host:port` or already bare."""
+    return urlsplit(endpoint).netloc if "://" in endpoint else endpoint
 
 
 def limits_from(

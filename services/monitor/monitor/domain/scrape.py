@@ -1,7 +1,7 @@
 """Turning one target's exposition into capped samples, and the record of each scrape."""
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -176,11 +176,31 @@ def _locate_error(text: str, exc: Exception) -> ExpositionError:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One instance endpoint to scrape, as discovered from the CMDB."""
+    """One instance endpoint to scrape: discovered from the CMDB (`sd`) or `announced`."""
 
     app_id: str
     instance_id: str
     url: str
+    source: str = "sd"
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+def merge_targets(discovered: Sequence[Target], announced: Sequence[Target]) -> list[Target]:
+    """The discovered targets plus the announced ones they do not already cover.
+
+    An announced target is left out when a discovered one has its instance id or its URL: the
+    CMDB's entry wins, so an instance is never scraped twice under two names.
+    """
+    ids = {t.instance_id for t in discovered}
+    urls = {t.url for t in discovered}
+    merged = list(discovered)
+    for target in announced:
+        if target.instance_id in ids or target.url in urls:
+            continue
+        ids.add(target.instance_id)
+        urls.add(target.url)
+        merged.append(target)
+    return sorted(merged, key=lambda t: t.instance_id)
 
 
 @dataclass(frozen=True, slots=True)

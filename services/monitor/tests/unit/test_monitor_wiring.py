@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from monitor.domain import AppRollup, Histogram, Metric, Target, ThresholdRule
+from monitor.domain import AppRollup, Histogram, Metric, Target, ThresholdRule, merge_targets
 from monitor.metrics import LatestAggregates
 from monitor.rules import expand, rule_from_spec
 from monitor.schemas import RulesIn
@@ -23,7 +23,10 @@ T0 = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 def test_sd_groups_become_targets_with_their_metrics_path() -> None:
     found = targets_from_sd(
         [
-            {"targets": ["10.0.0.1:9101"], "labels": {"app": "shop", "instance": "shop-1"}},
+            {
+                "targets": ["10.0.0.1:9101"],
+                "labels": {"app": "shop", "instance": "shop-1", "zone": "z1", "version": "v3"},
+            },
             {
                 "targets": ["10.0.0.2:9101"],
                 "labels": {"app": "cart", "instance": "cart-1", "__metrics_path__": "/m"},
@@ -33,7 +36,12 @@ def test_sd_groups_become_targets_with_their_metrics_path() -> None:
     )
     assert found == [
         Target("cart", "cart-1", "http://10.0.0.2:9101/m"),
-        Target("shop", "shop-1", "http://10.0.0.1:9101/metrics"),
+        Target(
+            "shop",
+            "shop-1",
+            "http://10.0.0.1:9101/metrics",
+            labels=(("version", "v3"), ("zone", "z1")),
+        ),
     ]
 
 
@@ -152,3 +160,20 @@ def test_latest_aggregates_are_exposed_with_an_app_label_and_no_value_for_no_dat
     assert families["ooda_app_latency_p99_ms"].samples == []
     latest.forget({"shop"})
     assert all(not f.samples for f in latest.collect())
+
+
+def test_announced_targets_add_to_discovered_ones_and_the_cmdb_entry_wins() -> None:
+    discovered = [Target("shop", "shop-1", "http://10.0.0.1:9101/metrics")]
+    announced = [
+        Target("shop", "shop-1", "http://10.0.0.9:9101/metrics", source="announced"),
+        Target("shop", "alias", "http://10.0.0.1:9101/metrics", source="announced"),
+        Target("shop", "shop-2", "http://10.0.0.2:9101/metrics", source="announced"),
+        Target("shop", "shop-2-again", "http://10.0.0.2:9101/metrics", source="announced"),
+    ]
+    merged = merge_targets(discovered, announced)
+    assert [(t.instance_id, t.source) for t in merged] == [
+        ("shop-1", "sd"),
+        ("shop-2", "announced"),
+    ]
+    assert merged[0].url == "http://10.0.0.1:9101/metrics"
+    assert merge_targets([], []) == []

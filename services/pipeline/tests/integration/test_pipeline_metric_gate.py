@@ -1,10 +1,11 @@
 """The metric gate with a real monitor: a version that is ready but errs is rolled back.
 
 The monitor runs as its own process (`ooda-monitor`, own database and topics) and scrapes the
-real workload instances the pipeline starts. It finds them through the fake CMDB's service
-discovery, which the test keeps equal to the pipeline's running instances as they become ready
-(the real CMDB learns instances only from `deploy-done`, at the end of a change). Traffic comes
-from the test, spread over the running instances.
+real workload instances the pipeline starts. Its service discovery is the fake CMDB's, which
+lists only what a real CMDB knows: the instance set of the application's last `deploy-done`
+(read from Kafka). A batch's new instances are therefore scraped only because the gate
+announces them to the monitor. Traffic comes from the test, spread over the instances the
+pipeline runs (as a load balancer would).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from ooda.events import DeployDone, decode
 from ooda.testing import (
     ServiceProcess,
     create_database,
@@ -31,31 +34,66 @@ from ooda.testing import (
 pytestmark = pytest.mark.integration
 
 
-async def mirror_instances(pipeline: httpx.AsyncClient, cmdb: Any, app: str) -> None:
-    """Keep the fake CMDB's SD groups of `app` equal to its running instances."""
-    while True:
-        response = await pipeline.get(f"/v1/apps/{app}/instances")
-        if response.status_code == 200:
-            cmdb.targets[app] = [
-                {
-                    "targets": [i["endpoint"].removeprefix("http://")],
-                    "labels": {"app": app, "instance": i["id"], "version": i["version"]},
-                }
-                for i in response.json()
-                if i["status"] == "running" and i["endpoint"]
-            ]
-        await asyncio.sleep(0.2)
+async def cmdb_from_deploy_done(kit: Any, topic: str, app: str, versions: set[str]) -> None:
+    """Keep the fake CMDB's SD groups of `app` equal to the instances of its last deploy-done.
+
+    This is what the CMDB applies from the event; `versions` collects every version it listed.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kit.infra.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=unique("cmdb"),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    newest = -1
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                for record in records:
+                    done = decode(record.key, record.headers, record.value).data
+                    if not isinstance(done, DeployDone) or done.app != app:
+                        continue
+                    if done.sequence <= newest:
+                        continue
+                    newest = done.sequence
+                    ready = [i for i in done.instances if i.status == "ready"]
+                    versions.update(i.version for i in ready)
+                    kit.cmdb.targets[app] = [
+                        {
+                            "targets": [i.endpoint.removeprefix("http://")],
+                            "labels": {
+                                "app": app,
+                                "instance": i.id,
+                                "zone": i.zone,
+                                "host": i.host,
+                                "version": i.version,
+                            },
+                        }
+                        for i in ready
+                    ]
+    finally:
+        await consumer.stop()
 
 
-async def send_traffic(cmdb: Any, app: str, per_second: float) -> None:
-    """GET /work on the discovered instances in turn, `per_second` requests a second in all."""
+async def send_traffic(pipeline: httpx.AsyncClient, app: str, per_second: float) -> None:
+    """GET /work on the pipeline's running instances in turn, `per_second` requests a second."""
+    routes: list[str] = []
     async with httpx.AsyncClient(trust_env=False, timeout=5.0) as client:
         for n in itertools.count():
-            groups = cmdb.targets.get(app) or []
-            if groups:
-                address = groups[n % len(groups)]["targets"][0]
+            if n % max(1, int(per_second / 5)) == 0:  # the load balancer's view, 5 times a second
+                response = await pipeline.get(f"/v1/apps/{app}/instances")
+                if response.status_code == 200:
+                    routes = [
+                        i["endpoint"]
+                        for i in response.json()
+                        if i["status"] == "running" and i["endpoint"]
+                    ]
+            if routes:
                 with contextlib.suppress(httpx.HTTPError):
-                    await client.get(f"http://{address}/work")
+                    await client.get(f"{routes[n % len(routes)]}/work")
             await asyncio.sleep(1.0 / per_second)
 
 
@@ -103,9 +141,12 @@ async def test_a_ready_version_that_errs_is_rolled_back_by_the_monitor_gate(
             gate_observe_seconds=8.0,
         ) as svc:
             try:
+                listed: set[str] = set()
                 background += [
-                    asyncio.create_task(mirror_instances(svc.client, kit.cmdb, app)),
-                    asyncio.create_task(send_traffic(kit.cmdb, app, per_second=40)),
+                    asyncio.create_task(
+                        cmdb_from_deploy_done(kit, svc.prefix + "deploy-done", app, listed)
+                    ),
+                    asyncio.create_task(send_traffic(svc.client, app, per_second=40)),
                 ]
                 team = svc.auth("ci", "team:shop-team")
                 good = await kit.upload(svc.client, team, kit.artifacts.good, "shop.pyz")
@@ -130,7 +171,8 @@ async def test_a_ready_version_that_errs_is_rolled_back_by_the_monitor_gate(
                         )
                     )
 
-                # A healthy release passes the gate: the monitor sees its traffic and no errors.
+                # A healthy release passes the gate: the monitor sees its traffic and no errors,
+                # from instances the CMDB does not list until the change has ended.
                 v1 = await deploy("v1", good, 3)
                 assert v1["state"] == "succeeded", v1["reason"]
                 async with httpx.AsyncClient(base_url=monitor.url, trust_env=False) as client:
@@ -150,6 +192,15 @@ async def test_a_ready_version_that_errs_is_rolled_back_by_the_monitor_gate(
                 live = (await svc.client.get(f"/v1/apps/{app}/instances")).json()
                 assert sorted(i["version"] for i in live) == ["v1", "v1", "v1"]
                 assert {i["id"] for i in live} == kit.running_instance_ids(tmp_path / "data")
+                # The monitor judged v2 from the announced instance: the CMDB never listed it.
+                assert "v2" not in listed and "v1" in listed
+                async with httpx.AsyncClient(base_url=monitor.url, trust_env=False) as client:
+                    targets = (await client.get("/v1/targets", params={"app": app})).json()
+                by_version = {(t["labels"].get("version"), t["source"]) for t in targets}
+                assert ("v2", "announced") in by_version, targets
+                assert {t["source"] for t in targets if t["labels"].get("version") == "v1"} == {
+                    "sd"
+                }, targets
             finally:
                 await stop(background)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import socket
 import sys
@@ -19,10 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
+from ooda.auth import verify_token
 from pipeline.bootstrap import build
 from pipeline.cmdb import spec_from_json
 from pipeline.config import Settings
 from pipeline.gates import (
+    GateInstance,
     Limits,
     MonitorGate,
     ProbeError,
@@ -82,8 +85,19 @@ class FakeMonitor:
         self.began = datetime.now(UTC)
         self.asked: list[dict[str, str]] = []
         self.fail = False
+        self.announced: list[tuple[datetime, dict[str, Any], str | None]] = []
+        self.announce_answer: httpx.Response | Exception = httpx.Response(
+            200, json={"app": "shop", "scrape_interval_s": 0.2, "targets": []}
+        )
 
     def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            assert request.url.path == "/v1/apps/shop/announced-targets"
+            body = json.loads(request.content)
+            self.announced.append((datetime.now(UTC), body, request.headers.get("authorization")))
+            if isinstance(self.announce_answer, Exception):
+                raise self.announce_answer
+            return self.announce_answer
         self.asked.append(dict(request.url.params))
         if self.fail:
             return httpx.Response(503, json={"detail": "down"})
@@ -111,7 +125,7 @@ class FakeMonitor:
         )
 
 
-def gate(monitor: FakeMonitor, limits: Limits, observe_s: float = 0.5) -> MonitorGate:
+def gate(monitor: FakeMonitor, limits: Limits, observe_s: float = 0.5, **more: Any) -> MonitorGate:
     async def limits_of(app: str) -> Limits:
         assert app == "shop"
         return limits
@@ -122,7 +136,14 @@ def gate(monitor: FakeMonitor, limits: Limits, observe_s: float = 0.5) -> Monito
         observe_s=observe_s,
         poll_s=0.06,
         transport=httpx.MockTransport(monitor.handle),
+        **more,
     )
+
+
+BATCH = [
+    GateInstance("shop-v2-a", "shop", "v2", "z1", "http://127.0.0.1:9101"),
+    GateInstance("shop-v2-b", "shop", "v2", "z2", "http://127.0.0.1:9102"),
+]
 
 
 async def test_a_batch_that_raises_the_error_rate_fails_before_the_window_ends() -> None:
@@ -167,6 +188,98 @@ async def test_an_unreadable_monitor_does_not_hold_the_rollout(
     assert "cannot read shop's metrics" in caplog.text
 
 
+async def test_the_batch_is_announced_and_only_windows_after_its_first_scrape_count() -> None:
+    monitor = FakeMonitor({"error_rate": 0.5, "latency_p99_ms": 12.0, "request_rate": 20.0})
+    checking = gate(
+        monitor,
+        Limits(max_error_rate=0.001),
+        observe_s=5.0,
+        token=lambda: "the-token",
+        announce_ttl_s=120.0,
+    )
+    reason = await checking.check("shop", BATCH)
+    assert reason is not None and reason.startswith("error rate 50.00%")
+    [(at, body, authorization)] = monitor.announced
+    assert authorization == "Bearer the-token"
+    assert body == {
+        "targets": [
+            {
+                "instance_id": "shop-v2-a",
+                "endpoint": "127.0.0.1:9101",
+                "version": "v2",
+                "zone": "z1",
+            },
+            {
+                "instance_id": "shop-v2-b",
+                "endpoint": "127.0.0.1:9102",
+                "version": "v2",
+                "zone": "z2",
+            },
+        ],
+        "ttl_seconds": 120.0,
+    }
+    # The windows read start one scrape interval (0.2 s, from the answer) after the announce.
+    started = {datetime.fromisoformat(q["start"]) for q in monitor.asked}
+    assert len(started) == 1
+    assert next(iter(started)) - at >= timedelta(seconds=0.2)
+
+
+async def test_the_observation_lasts_one_scrape_interval_longer_after_an_announce() -> None:
+    healthy = {"error_rate": 0.0, "latency_p99_ms": 10.0, "request_rate": 20.0}
+    monitor = FakeMonitor(healthy)
+    monitor.announce_answer = httpx.Response(200, json={"scrape_interval_s": 0.3, "targets": []})
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert await gate(monitor, Limits(0.001), observe_s=0.3).check("shop", BATCH) is None
+    assert loop.time() - t0 >= 0.6
+    assert len(monitor.announced) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(401, json={"detail": "missing bearer token"}),
+        httpx.Response(422, json={"detail": [{"loc": ["body", "targets", 0, "endpoint"]}]}),
+        httpx.Response(200, json=["not", "an", "object"]),
+        httpx.Response(200, content=b"not json"),
+        httpx.ConnectError("refused"),
+    ],
+    ids=["unauthorized", "refused", "odd-answer", "not-json", "unreachable"],
+)
+async def test_a_failed_announce_is_logged_and_the_gate_still_judges(
+    answer: httpx.Response | Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor = FakeMonitor({"error_rate": 0.5, "latency_p99_ms": 12.0, "request_rate": 20.0})
+    monitor.announce_answer = answer
+    before = datetime.now(UTC)
+    with caplog.at_level(logging.WARNING, logger="pipeline.gates"):
+        reason = await gate(monitor, Limits(max_error_rate=0.001), observe_s=5.0).check(
+            "shop", BATCH
+        )
+    assert reason is not None and reason.startswith("error rate 50.00%")
+    assert "cannot announce shop's new instances" in caplog.text
+    assert len(monitor.announced) == 1
+    # Without an announce, the windows count from the batch on, as before.
+    started = {datetime.fromisoformat(q["start"]) for q in monitor.asked}
+    assert len(started) == 1 and next(iter(started)) - before < timedelta(seconds=0.2)
+
+
+async def test_an_odd_scrape_interval_in_the_answer_does_not_stall_the_gate() -> None:
+    monitor = FakeMonitor({"error_rate": 0.0, "request_rate": 20.0})
+    monitor.announce_answer = httpx.Response(200, json={"scrape_interval_s": 1e9, "targets": []})
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    checking = gate(monitor, Limits(0.001), observe_s=0.2, scrape_interval_s=0.1)
+    assert await checking.check("shop", BATCH) is None
+    assert 0.3 <= loop.time() - t0 < 2.0  # its own interval instead
+
+
+async def test_a_batch_without_new_instances_announces_nothing() -> None:
+    monitor = FakeMonitor({"error_rate": 0.0, "request_rate": 20.0})
+    assert await gate(monitor, Limits(0.001), observe_s=0.2).check("shop", []) is None
+    assert monitor.announced == []
+
+
 def test_the_gate_is_built_only_when_the_monitor_url_is_set(tmp_path: Path) -> None:
     class NoCmdb:
         async def owner(self, app: str) -> str | None:
@@ -195,6 +308,10 @@ def test_the_gate_is_built_only_when_the_monitor_url_is_set(tmp_path: Path) -> N
         (built,) = build(on, cmdb=NoCmdb(), driver=driver).gates
         assert isinstance(built, MonitorGate) and built.monitor_url == "http://127.0.0.1:8003"
         assert asyncio.run(built.limits("shop")) == Limits(0.1, None)  # no spec: settings only
+        # It announces instances with a `deploy` token of its own, signed with the secret.
+        assert built.token is not None
+        actor = verify_token(required["auth_secret"], built.token())
+        assert actor.subject == "service:pipeline" and actor.has("deploy")
 
 
 # --- the readiness probe ----------------------------------------------------------------------
