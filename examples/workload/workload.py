@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BASE_LATENCY_S = 0.005
 CPU_COST_S = 0.001
+STARTED_AT = time.time()
 MAX_LATENCY_S = 2.0
 
 
@@ -116,6 +117,9 @@ class State:
                 f"http_requests_in_flight{{{base}}} {self.in_flight}",
             ]
         lines += [
+            "# HELP process_start_time_seconds Start time of the process since the epoch.",
+            "# TYPE process_start_time_seconds gauge",
+            f"process_start_time_seconds{{{base}}} {STARTED_AT:.3f}",
             "# HELP process_cpu_seconds_total CPU seconds used by the process.",
             "# TYPE process_cpu_seconds_total counter",
             f"process_cpu_seconds_total{{{base}}} {time.process_time():.6f}",

@@ -9,7 +9,7 @@ CPU seconds per second of an instance over `cpu_request`, the cores each instanc
 
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from monitor.domain.histogram import Histogram
 from monitor.domain.names import (
@@ -20,6 +20,7 @@ from monitor.domain.names import (
     LATENCY_BUCKET,
     READY,
     REQUESTS_TOTAL,
+    START_TIME,
     STATUS_LABEL,
     Metric,
 )
@@ -52,8 +53,11 @@ def aggregate_app(
         samples = snapshot.samples
         ready += samples.get(_READY_SERIES, 1.0) >= 1.0
         before = before_by_instance.get(snapshot.instance_id)
-        elapsed = (snapshot.at - before.at).total_seconds() if before else 0.0
-        earlier = before.samples if before and elapsed > 0 else None
+        if before is not None:
+            elapsed = (snapshot.at - before.at).total_seconds()
+            earlier = before.samples if elapsed > 0 else None
+        else:
+            earlier, elapsed = _since_start(snapshot, window_end - window_start)
         instance_requests = 0.0
         instance_cpu: float | None = None
         for key, value in samples.items():
@@ -106,6 +110,20 @@ def aggregate_app(
         errors=errors,
         latency=latency,
     )
+
+
+def _since_start(
+    snapshot: Snapshot, window: timedelta
+) -> tuple[dict[SeriesKey, float] | None, float]:
+    """For an instance without an earlier scrape: zero counters at its start, when it started
+    within the last two windows (it exposes `process_start_time_seconds`); else no rates."""
+    start = next((v for (name, _), v in snapshot.samples.items() if name == START_TIME), None)
+    if start is None or not math.isfinite(start):
+        return None, 0.0
+    elapsed = snapshot.at.timestamp() - start
+    if 0 < elapsed <= 2 * window.total_seconds():
+        return {}, elapsed
+    return None, 0.0
 
 
 def _increase(before: float | None, after: float) -> float:

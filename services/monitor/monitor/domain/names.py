@@ -10,6 +10,9 @@ Every instance of an application is expected to expose, in the Prometheus text f
 - `http_requests_in_flight` gauge, requests being served now.
 - `app_ready` gauge, 1 while the instance's readiness check passes (an instance that does not
   expose it counts as ready while it is scraped successfully).
+- optionally `process_start_time_seconds` gauge, the process's start in seconds since the epoch:
+  an instance first scraped soon after it started then counts from its start (its counters were
+  at zero), so a scale-out does not dip the measured load for a window.
 """
 
 from enum import StrEnum
@@ -23,6 +26,7 @@ BUCKET_BOUND_LABEL = "le"
 CPU_SECONDS_TOTAL = "process_cpu_seconds_total"
 IN_FLIGHT = "http_requests_in_flight"
 READY = "app_ready"
+START_TIME = "process_start_time_seconds"
 
 
 class Metric(StrEnum):

@@ -121,6 +121,26 @@ def test_a_new_instance_counts_for_gauges_and_readiness_but_not_for_rates():
     assert rollup.instance_count == 3
 
 
+def test_an_instance_that_started_within_the_window_counts_from_its_start():
+    started = (T1 - timedelta(seconds=4)).timestamp()
+    fresh = exposition(ok=80) + f"process_start_time_seconds {started}\n"
+    old = (
+        exposition(ok=5000)
+        + f"process_start_time_seconds {(T0 - timedelta(hours=1)).timestamp()}\n"
+    )
+    previous = [snapshot("a", T0, exposition(ok=0))]
+    current = [
+        snapshot("a", T1, exposition(ok=100)),
+        snapshot("b", T1, fresh),  # 80 requests in its 4 s of life: 20/s
+        snapshot("c", T1, old),  # first seen, but running for an hour: no baseline, no rate
+    ]
+
+    rollup = aggregate(previous, current)
+
+    assert rollup.value(Metric.REQUEST_RATE) == pytest.approx(10.0 + 20.0)
+    assert rollup.value(Metric.LOAD_PER_INSTANCE) == pytest.approx(10.0)
+
+
 def test_staleness_is_the_age_of_the_newest_scrape():
     current = [
         snapshot("a", T1 - timedelta(seconds=3), exposition()),
