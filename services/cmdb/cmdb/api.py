@@ -28,6 +28,7 @@ from cmdb import handlers, importer, views
 from cmdb.config import Settings
 from cmdb.domain import AttributeSchema, FailureScope, Selector, SelectorError, parse_selector
 from cmdb.errors import BadRequest, NotFound
+from cmdb.reads import read_connection, read_pool, reads
 from cmdb.schemas import (
     COLLECTIONS,
     KINDS,
@@ -41,7 +42,7 @@ from cmdb.schemas import (
 from ooda.auth import AuthenticatedActor
 from ooda.service import AppIdPath, Runtime
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", lifespan=read_pool)
 
 RESERVED = frozenset({"selector", "sort", "limit", "cursor"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
@@ -81,22 +82,32 @@ def _kind(name: str) -> str:
 
 async def _page(
     request: Request, kind: str, selector: str, sort: str, limit: int, cursor: str | None
-) -> ItemPage:
+) -> ItemPage | Response:
     filters = {k: v for k, v in request.query_params.items() if k not in RESERVED}
-    rt = _runtime(request)
-    async with rt.sessions() as session:
-        page, next_cursor = await views.list_items(
+    parsed = _selector(selector)
+    async with reads(request) as session:
+        if kind != "host":  # the stored JSON as it is, no parse and dump
+            text = await views.list_items_json(
+                session,
+                kind,
+                filters=filters,
+                selector=parsed,
+                sort=sort,
+                limit=limit,
+                cursor=cursor,
+            )
+            return Response(text, media_type="application/json")
+        items, next_cursor = await views.list_items(
             session,
             kind,
             filters=filters,
-            selector=_selector(selector),
+            selector=parsed,
             sort=sort,
             limit=limit,
             cursor=cursor,
         )
-        if kind == "host":
-            page = await views.with_allocation(session, page)
-    return ItemPage(items=page, next=next_cursor)
+        items = await views.with_allocation(session, items)
+    return ItemPage(items=items, next=next_cursor)
 
 
 def _collection_routes(collection: str, kind: str) -> None:
@@ -109,14 +120,15 @@ def _collection_routes(collection: str, kind: str) -> None:
         sort: SortQuery = "id",
         limit: Limit = 100,
         cursor: str | None = None,
-    ) -> ItemPage:
+    ) -> ItemPage | Response:
         return await _page(request, kind, selector, sort, limit, cursor)
 
     async def get(request: Request, item_id: str, as_of: AwareDatetime | None = None) -> Any:
-        rt = _runtime(request)
-        async with rt.sessions() as session:
-            if as_of is None:
-                return await views.get_live(session, kind, item_id)
+        if as_of is None:  # the hot path: the stored JSON as it is, no parse and dump
+            async with read_connection(request) as conn:
+                stored = await views.live_json(conn, kind, item_id)
+            return Response(stored, media_type="application/json")
+        async with reads(request) as session:
             found = await views.history(session, kind, item_id, as_of)
             if found.state is None:
                 raise NotFound(f"{kind} {item_id!r} did not exist at {as_of.isoformat()}")
@@ -171,12 +183,17 @@ def _collection_routes(collection: str, kind: str) -> None:
     )
 
 
-# Routes with fixed segments come first, so `/v1/hosts/{id}/instances` etc. are not shadowed.
+# The collections' routes come first: item reads are the hottest requests, and every request is
+# matched against the routes in order (by the router, and again by the tracing and the metrics).
+# None of them can shadow a route below: an `{item_id}` never holds a `/`, and no collection is
+# named like a fixed segment (`search`, `import`, `history`, ...).
+for _collection, _item_kind in COLLECTIONS.items():
+    _collection_routes(_collection, _item_kind)
 
 
 @router.get("/apps/{app}/spec", tags=["apps"], summary="The application's current spec")
 async def get_spec(request: Request, app: AppIdPath) -> dict[str, Any]:
-    async with _runtime(request).sessions() as session:
+    async with reads(request) as session:
         try:
             return await views.get_live(session, "application_spec", app)
         except NotFound:
@@ -216,19 +233,19 @@ async def put_spec(
     "/apps/{app}/spec/revisions", tags=["apps"], summary="Every spec revision, newest first"
 )
 async def get_spec_revisions(request: Request, app: AppIdPath) -> list[dict[str, Any]]:
-    async with _runtime(request).sessions() as session:
+    async with reads(request) as session:
         return await views.spec_history(session, app)
 
 
 @router.get("/apps/{app}/dependents", tags=["topology"], summary="What depends on this app")
 async def get_dependents(request: Request, app: AppIdPath) -> list[dict[str, Any]]:
-    async with _runtime(request).sessions() as session:
+    async with reads(request) as session:
         return await views.app_dependents(session, app)
 
 
 @router.get("/hosts/{host_id}/instances", tags=["topology"], summary="What runs on this host")
 async def get_host_instances(request: Request, host_id: str) -> list[dict[str, Any]]:
-    async with _runtime(request).sessions() as session:
+    async with reads(request) as session:
         return await views.host_instances(session, host_id)
 
 
@@ -241,13 +258,14 @@ async def get_blast_radius(
     if (zone is None) == (pool is None):
         raise BadRequest("give exactly one of ?zone= or ?pool=")
     scope = FailureScope(kind="zone", id=zone) if zone else FailureScope(kind="pool", id=str(pool))
+    # In a transaction of the runtime's: the reads set a planner option for their duration.
     async with _runtime(request).sessions() as session:
         return await views.blast(session, scope)
 
 
 @router.get("/sd/prometheus", tags=["discovery"], summary="Prometheus HTTP service discovery")
 async def get_sd(request: Request) -> list[dict[str, Any]]:
-    async with _runtime(request).sessions() as session:
+    async with reads(request) as session:
         return await views.prometheus_targets(session)
 
 
@@ -260,7 +278,7 @@ async def get_sd(request: Request) -> list[dict[str, Any]]:
 async def get_history(
     request: Request, kind: str, item_id: str, as_of: AwareDatetime | None = None
 ) -> HistoryOut:
-    async with _runtime(request).sessions() as session:
+    async with reads(request) as session:
         return await views.history(session, _kind(kind), item_id, as_of)
 
 
@@ -271,7 +289,7 @@ async def get_history(
     response_model=ChangeSetOut,
 )
 async def get_change_set(request: Request, change_set_id: str) -> ChangeSetOut:
-    async with _runtime(request).sessions() as session:
+    async with reads(request) as session:
         return await views.change_set(session, change_set_id)
 
 
@@ -302,7 +320,7 @@ async def get_search(
     limit: Limit = 100,
 ) -> ItemPage:
     kinds = [_kind(k) for k in kind or []]
-    async with _runtime(request).sessions() as session:
+    async with reads(request) as session:
         found = await views.search(session, q, kinds, limit)
     return ItemPage(items=found, next=None)
 
@@ -353,7 +371,3 @@ async def post_import(
         change_set_id=outcome.change_set_id,
         errors=outcome.errors,
     )
-
-
-for _collection, _item_kind in COLLECTIONS.items():
-    _collection_routes(_collection, _item_kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +44,7 @@ from cmdb.store import (
     items,
     latest_spec_revision,
     live_item,
+    live_values,
     owner_app,
     record_change_request,
     revisions,
@@ -108,42 +110,85 @@ def _problem_of(
     return problem((*loc, *field), msg)
 
 
-async def owner_teams(session: AsyncSession, data: Snapshot) -> set[str] | None:
-    """The teams that own an item (None: infrastructure, owned by the platform team)."""
-    if data["kind"] in INFRA_KINDS:
+@dataclass
+class Owners:
+    """What decides who owns a batch of rows, read in two queries: the application of each
+    instance a relation starts from, and the owner team of each application.
+
+    Every write is authorised through it: one item (`authorize`) or a whole import at once.
+    """
+
+    instance_apps: dict[str, str | None]
+    owner_teams: dict[str, str | None]
+
+    @staticmethod
+    def _instance_of(data: Snapshot) -> str | None:
+        if data["kind"] == "relation" and data["source"]["kind"] == "instance":
+            return str(data["source"]["id"])
         return None
-    if data["kind"] == "application":
-        return {str(data["owner_team"])}
-    app_id = owner_app(data)
-    if app_id is None and data["kind"] == "relation" and data["source"]["kind"] == "instance":
-        instance = await live_item(session, "instance", data["source"]["id"])
-        app_id = instance["app_id"] if instance else None
-    if app_id is None:
+
+    @classmethod
+    async def load(cls, session: AsyncSession, rows: list[Snapshot]) -> Owners:
+        """Read the instances and applications that own `rows` (item snapshots)."""
+        owned = [d for d in rows if d["kind"] not in INFRA_KINDS and d["kind"] != "application"]
+        wanted = {
+            ("instance", i)
+            for d in owned
+            if owner_app(d) is None and (i := cls._instance_of(d)) is not None
+        }
+        found = await live_values(session, wanted, items.c.app_id)
+        owners = cls({key[1]: app for key, app in found.items()}, {})
+        apps = {("application", a) for d in owned if (a := owners._app_of(d)) is not None}
+        teams = await live_values(session, apps, items.c.data["owner_team"].astext)
+        owners.owner_teams = {key[1]: team for key, team in teams.items()}
+        return owners
+
+    def _app_of(self, data: Snapshot) -> str | None:
+        app_id = owner_app(data)
+        if app_id is None and (instance_id := self._instance_of(data)) is not None:
+            app_id = self.instance_apps.get(instance_id)
+        return app_id
+
+    def teams(self, data: Snapshot) -> set[str] | None:
+        """The teams that own an item (None: infrastructure, owned by the platform team)."""
+        if data["kind"] in INFRA_KINDS:
+            return None
+        if data["kind"] == "application":
+            return {str(data["owner_team"])}
+        app_id = self._app_of(data)
+        if app_id is None:
+            return None
+        if app_id not in self.owner_teams:
+            return set()
+        return {str(self.owner_teams[app_id])}
+
+    def refusal(self, actor: Actor, after: Snapshot | None, before: Snapshot | None) -> str | None:
+        """Why the actor may not change the item from `before` to `after` (None: it may)."""
+        for data in (before, after):
+            if data is None:
+                continue
+            teams = self.teams(data)
+            ref = f"{data['kind']} {data['id']!r}"
+            if teams is None:
+                if not actor.has("infra"):
+                    return f"actor {actor.subject!r} needs scope 'infra' or 'admin' for {ref}"
+                continue
+            if not teams and not actor.has("admin"):  # its application is gone: admins only
+                return f"actor {actor.subject!r} needs scope 'admin' for {ref}"
+            for team in sorted(teams):
+                if not actor.has(f"team:{team}"):
+                    return f"actor {actor.subject!r} needs scope 'team:{team}' or 'admin' for {ref}"
         return None
-    app = await live_item(session, "application", app_id)
-    return {str(app["owner_team"])} if app else set()
 
 
 async def authorize(
     session: AsyncSession, actor: Actor, after: Snapshot | None, before: Snapshot | None
 ) -> None:
     """Raise Forbidden unless the actor may change the item from `before` to `after`."""
-    for data in (before, after):
-        if data is None:
-            continue
-        teams = await owner_teams(session, data)
-        ref = f"{data['kind']} {data['id']!r}"
-        if teams is None:
-            if not actor.has("infra"):
-                raise Forbidden(f"actor {actor.subject!r} needs scope 'infra' or 'admin' for {ref}")
-            continue
-        if not teams and not actor.has("admin"):  # its application is gone: admins only
-            raise Forbidden(f"actor {actor.subject!r} needs scope 'admin' for {ref}")
-        for team in sorted(teams):
-            if not actor.has(f"team:{team}"):
-                raise Forbidden(
-                    f"actor {actor.subject!r} needs scope 'team:{team}' or 'admin' for {ref}"
-                )
+    owners = await Owners.load(session, [d for d in (before, after) if d is not None])
+    refused = owners.refusal(actor, after, before)
+    if refused is not None:
+        raise Forbidden(refused)
 
 
 def _reference_loc(item: Item, ref: ItemRef, index: int) -> str:

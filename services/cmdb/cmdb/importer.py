@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cmdb.domain import AttributeSchema, Item
-from cmdb.errors import Forbidden, Invalid
-from cmdb.handlers import authorize, missing_references, validate_item
+from cmdb.domain import AttributeSchema, Item, references
+from cmdb.errors import Invalid
+from cmdb.handlers import Owners, _reference_loc, validate_item
 from cmdb.schemas import COLLECTIONS, RowError
-from cmdb.store import ChangeSet, get_item, snapshot
+from cmdb.store import ChangeSet, get_items, items, live_values, snapshot
 from ooda.auth import Actor
 from ooda.outbox import Outbox
 
@@ -117,40 +117,53 @@ async def import_items(
             del good[number]
         else:
             seen[key] = number
-    for number, item in list(good.items()):
-        current = await get_item(session, item.kind, item.id)
-        try:
-            await authorize(session, actor, snapshot(item), current.live if current else None)
-        except Forbidden as exc:
-            outcome.errors.append(RowError(row=number, loc=[], msg=exc.message))
+    current = await get_items(session, [(i.kind, i.id) for i in good.values()])
+    afters = {number: snapshot(item) for number, item in good.items()}
+    befores = {
+        number: stored.live if (stored := current.get((item.kind, item.id))) else None
+        for number, item in good.items()
+    }
+    owners = await Owners.load(
+        session, [d for n in good for d in (afters[n], befores[n]) if d is not None]
+    )
+    for number in list(good):
+        refused = owners.refusal(actor, afters[number], befores[number])
+        if refused is not None:
+            outcome.errors.append(RowError(row=number, loc=[], msg=refused))
             del good[number]
+    referenced = {(r.kind, r.id) for item in good.values() for r in references(item)}
+    existing = set(await live_values(session, referenced, items.c.kind))
     changed = True
     while changed:  # a row referring to a bad row is bad too
         changed = False
         pending: set[tuple[str, str]] = {(i.kind, i.id) for i in good.values()}
         for number, item in list(good.items()):
-            problems = await missing_references(session, item, pending, loc=())
-            if problems:
-                outcome.errors.extend(
-                    RowError(row=number, loc=p["loc"], msg=p["msg"]) for p in problems
+            problems = [
+                RowError(
+                    row=number,
+                    loc=[_reference_loc(item, ref, index)],
+                    msg=f"{ref.kind} {ref.id!r} does not exist",
                 )
+                for index, ref in enumerate(references(item))
+                if (ref.kind, ref.id) not in pending and (ref.kind, ref.id) not in existing
+            ]
+            if problems:
+                outcome.errors.extend(problems)
                 del good[number]
                 changed = True
     outcome.errors.sort(key=lambda e: e.row)
     if (outcome.errors and atomic) or dry_run:
-        for item in good.values():
-            current = await get_item(session, item.kind, item.id)
-            before = current.live if current else None
+        for number in good:
+            before = befores[number]
             if before is None:
                 outcome.created += 1
-            elif before == snapshot(item):
+            elif before == afters[number]:
                 outcome.unchanged += 1
             else:
                 outcome.updated += 1
         return outcome
     change_set = ChangeSet(session, outbox, actor.subject, None, at)
-    for item in good.values():
-        op = await change_set.put(item)
+    for op in await change_set.put_many(list(good.values()), [afters[n] for n in good]):
         if op == "create":
             outcome.created += 1
         elif op == "update":

@@ -8,6 +8,7 @@ all in the caller's transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,13 +23,17 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
+    cast,
     func,
     select,
     text,
+    tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from cmdb.domain import Item, ItemRef, Operation, Snapshot, operation_between
 from ooda.db import Messaging, new_metadata
@@ -42,6 +47,11 @@ messaging = Messaging(metadata)
 INFRA_GROUP = "cmdb"
 """The event key (`app`) of `cmdb-changed` for items that belong to no application."""
 
+LIVE_INSTANCE = "kind = 'instance' AND NOT deleted AND (data ->> 'status') IN ('starting', 'ready')"
+"""SQL selecting the rows of live instances (starting or ready): the predicate of partial indexes.
+
+Queries spell it out (not as bound parameters) so every plan, generic ones too, can use them."""
+
 items = Table(
     "items",
     metadata,
@@ -53,13 +63,39 @@ items = Table(
     Column("version", Integer, nullable=False),
     Column("deleted", Boolean, nullable=False, server_default=text("false")),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_items_labels", "labels", postgresql_using="gin"),
+    Index("ix_items_labels", "labels", postgresql_using="gin"),  # `?`: selectors' `key`
+    Index(  # `@>`: selectors' `key=value`, one index entry per key and value together
+        "ix_items_labels_path",
+        "labels",
+        postgresql_using="gin",
+        postgresql_ops={"labels": "jsonb_path_ops"},
+    ),
     Index("ix_items_kind_app_id", "kind", "app_id"),
     Index(
         "ix_items_instance_host",
         text("(data ->> 'host_id')"),
         postgresql_where=text("kind = 'instance'"),
     ),
+    # Live instances (the blast radius reads them by zone, host and application).
+    *(
+        Index(name, text(expression), postgresql_where=text(LIVE_INSTANCE))
+        for name, expression in (
+            ("ix_items_live_instance_zone", "(data ->> 'zone_id')"),
+            ("ix_items_live_instance_host", "(data ->> 'host_id')"),
+            ("ix_items_live_instance_app", "app_id"),
+        )
+    ),
+)
+
+SEARCH_TEXT = cast(items.c.data, Text)
+"""What search matches: the whole snapshot as JSON text (id, fields, labels)."""
+
+# Search (`ILIKE '%text%'` on SEARCH_TEXT) goes through trigrams (the extension pg_trgm).
+Index(
+    "ix_items_search",
+    SEARCH_TEXT.label("search_text"),
+    postgresql_using="gin",
+    postgresql_ops={"search_text": "gin_trgm_ops"},
 )
 
 change_sets = Table(
@@ -180,6 +216,45 @@ async def live_item(session: AsyncSession, kind: str, item_id: str) -> Snapshot 
     return stored.live if stored else None
 
 
+def _among(keys: Iterable[tuple[str, str]]) -> ColumnElement[bool]:
+    """The condition `(kind, id)` is one of `keys` (two array parameters, however many keys)."""
+    wanted = sorted(set(keys))
+    pairs = (
+        func.unnest(
+            bindparam("kinds", [k for k, _ in wanted], type_=ARRAY(String)),
+            bindparam("ids", [i for _, i in wanted], type_=ARRAY(String)),
+        )
+        .table_valued("kind", "id")
+        .render_derived()
+    )
+    return tuple_(items.c.kind, items.c.id).in_(select(pairs.c.kind, pairs.c.id))
+
+
+async def get_items(
+    session: AsyncSession, keys: Iterable[tuple[str, str]], *, lock: bool = False
+) -> dict[tuple[str, str], StoredItem]:
+    """Item rows (deleted ones too) by (kind, id), in one query; optionally locked in key order."""
+    keys = set(keys)
+    if not keys:
+        return {}
+    query = select(items).where(_among(keys)).order_by(items.c.kind, items.c.id)
+    if lock:
+        query = query.with_for_update()
+    rows = (await session.execute(query)).all()
+    return {(row.kind, row.id): _stored(row) for row in rows}
+
+
+async def live_values(
+    session: AsyncSession, keys: Iterable[tuple[str, str]], value: ColumnElement[Any]
+) -> dict[tuple[str, str], Any]:
+    """One value (a column or an expression) of each live item among `keys`, in one query."""
+    keys = set(keys)
+    if not keys:
+        return {}
+    query = select(items.c.kind, items.c.id, value).where(~items.c.deleted, _among(keys))
+    return {(kind, item_id): found for kind, item_id, found in (await session.execute(query))}
+
+
 @dataclass
 class ChangeSet:
     """The changes of one API call, import or event: revisions, the change set row, the event."""
@@ -211,6 +286,72 @@ class ChangeSet:
     async def delete(self, kind: str, item_id: str) -> Operation | None:
         """Delete an item; None when it does not exist."""
         return await self.write(kind, item_id, None)
+
+    async def put_many(
+        self, batch: Sequence[Item], snapshots: Sequence[Snapshot] | None = None
+    ) -> list[Operation | None]:
+        """Create or update many items with a few set-based statements; `put`'s result for each.
+
+        The same as calling `put` for each item in turn (rows locked, one revision per changed
+        item in the given order), for items that are all distinct. `snapshots`, when given, are
+        the items' `snapshot`s, already made.
+        """
+        afters = list(snapshots) if snapshots is not None else [snapshot(i) for i in batch]
+        current = await get_items(self.session, [(i.kind, i.id) for i in batch], lock=True)
+        ops: list[Operation | None] = []
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        revision_rows: list[dict[str, Any]] = []
+        for item, after in zip(batch, afters, strict=True):
+            stored = current.get((item.kind, item.id))
+            before = stored.live if stored else None
+            op = operation_between(before, after)
+            if op is None or before == after:
+                ops.append(None)
+                continue
+            ops.append(op)
+            app_id = owner_app(after)
+            values = {
+                "data": after,
+                "labels": after.get("labels", {}),
+                "app_id": app_id,
+                "deleted": False,
+                "updated_at": self.at,
+            }
+            if stored is None:
+                inserts.append({"kind": item.kind, "id": item.id, "version": 1, **values})
+            else:
+                updates.append({"b_kind": item.kind, "b_id": item.id, **values})
+            revision_rows.append(
+                {
+                    "change_set_id": self.id,
+                    "kind": item.kind,
+                    "item_id": item.id,
+                    "op": op,
+                    "before": before,
+                    "after": after,
+                    "actor": self.actor,
+                    "cause": self.cause,
+                    "at": self.at,
+                }
+            )
+            # Both fields were validated with the item: no need to validate the reference again.
+            ref = ItemRef.model_construct(kind=item.kind, id=item.id)
+            self.changes.append((ref, op, app_id))
+        if not revision_rows:
+            return ops
+        await self.start()
+        if inserts:
+            await self.session.execute(items.insert(), inserts)
+        if updates:
+            await self.session.execute(
+                update(items)
+                .where(items.c.kind == bindparam("b_kind"), items.c.id == bindparam("b_id"))
+                .values(version=items.c.version + 1),
+                updates,
+            )
+        await self.session.execute(revisions.insert(), revision_rows)
+        return ops
 
     async def write(self, kind: str, item_id: str, after: Snapshot | None) -> Operation | None:
         """Move an item to `after` (None: deleted), recording a revision if anything changed."""

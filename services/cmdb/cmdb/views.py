@@ -10,24 +10,42 @@ from datetime import datetime
 from typing import Any, Literal, get_origin
 
 from pydantic import BaseModel
-from sqlalchemy import Numeric, String, and_, cast, false, not_, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    Numeric,
+    String,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    false,
+    not_,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy import text as sql
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from cmdb.domain import (
     Application,
     ApplicationSpec,
+    BlastRadius,
     FailureScope,
     Host,
     Instance,
     Operator,
+    Placement,
     Pool,
     Region,
     Relation,
     ResourceRequest,
     Selector,
     Zone,
-    blast_radius,
+    app_impacts,
     dependents,
     parse_item,
     state_as_of,
@@ -35,7 +53,15 @@ from cmdb.domain import (
 from cmdb.errors import BadRequest, NotFound
 from cmdb.handlers import to_revision
 from cmdb.schemas import ChangeSetOut, HistoryOut, RevisionOut
-from cmdb.store import Snapshot, change_sets, items, revisions, spec_revisions
+from cmdb.store import (
+    LIVE_INSTANCE,
+    SEARCH_TEXT,
+    Snapshot,
+    change_sets,
+    items,
+    revisions,
+    spec_revisions,
+)
 
 MODELS: dict[str, type[BaseModel]] = {
     "region": Region,
@@ -122,20 +148,19 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
     return value, str(item_id)
 
 
-async def list_items(
-    session: AsyncSession,
+def _page_query(
     kind: str,
-    *,
     filters: Mapping[str, str],
     selector: Selector,
-    sort: str = "id",
-    limit: int = 100,
-    cursor: str | None = None,
-) -> tuple[list[Snapshot], str | None]:
-    """One page of live items of a kind, filtered by fields and labels, in a stable order."""
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    *columns: ColumnElement[Any],
+) -> Select[Any]:
+    """The query of a page of `list_items`: one row more than the page, to tell if one follows."""
     fields = _scalar_fields(kind)
     aliases = ALIASES.get(kind, {})
-    query = select(items.c.id, items.c.data).where(
+    query = select(*columns).where(
         items.c.kind == kind, ~items.c.deleted, selector_condition(selector)
     )
     for name, value in filters.items():
@@ -151,8 +176,7 @@ async def list_items(
         else:
             query = query.where(items.c.data[field].astext == value)
     descending = sort.startswith("-")
-    field = sort.removeprefix("-")
-    expression = _sort_expression(kind, field)
+    expression = _sort_expression(kind, sort.removeprefix("-"))
     if cursor:
         value, after_id = decode_cursor(cursor, sort)
         position = tuple_(expression, items.c.id)
@@ -162,21 +186,78 @@ async def list_items(
         query = query.order_by(expression.desc(), items.c.id.desc())
     else:
         query = query.order_by(expression, items.c.id)
-    rows = (await session.execute(query.limit(limit + 1))).all()
-    page = [r.data for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = page[-1]
-        value = last["id"] if field == "id" else last.get(field)
-        next_cursor = encode_cursor(sort, value, last["id"])
-    return page, next_cursor
+    return query.limit(limit + 1)
+
+
+def _cursor_after(sort: str, last: Snapshot) -> str:
+    field = sort.removeprefix("-")
+    return encode_cursor(sort, last["id"] if field == "id" else last.get(field), last["id"])
+
+
+async def list_items(
+    session: AsyncSession,
+    kind: str,
+    *,
+    filters: Mapping[str, str],
+    selector: Selector,
+    sort: str = "id",
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[Snapshot], str | None]:
+    """One page of live items of a kind, filtered by fields and labels, in a stable order."""
+    query = _page_query(kind, filters, selector, sort, limit, cursor, items.c.data)
+    rows = list(await session.scalars(query))
+    page = rows[:limit]
+    return page, _cursor_after(sort, page[-1]) if len(rows) > limit else None
+
+
+async def list_items_json(
+    session: AsyncSession,
+    kind: str,
+    *,
+    filters: Mapping[str, str],
+    selector: Selector,
+    sort: str = "id",
+    limit: int = 100,
+    cursor: str | None = None,
+) -> str:
+    """`list_items` as the JSON of an `ItemPage`, made of the items' stored JSON text unparsed."""
+    # Only the page's rows are turned into text, after the sort (not every row that matched).
+    key = _sort_expression(kind, sort.removeprefix("-")).label("sort_key")
+    page_rows = _page_query(
+        kind, filters, selector, sort, limit, cursor, items.c.id, items.c.data, key
+    ).subquery()
+    order = (page_rows.c.sort_key, page_rows.c.id)
+    query = select(cast(page_rows.c.data, Text)).order_by(
+        *(c.desc() for c in order) if sort.startswith("-") else order
+    )
+    rows = list(await session.scalars(query))
+    page = rows[:limit]
+    after = _cursor_after(sort, json.loads(page[-1])) if len(rows) > limit else None
+    return '{"items":[' + ",".join(page) + '],"next":' + json.dumps(after) + "}"
+
+
+_GET_LIVE = select(items.c.data).where(
+    items.c.kind == bindparam("kind"), items.c.id == bindparam("id"), ~items.c.deleted
+)
+
+
+_GET_LIVE_JSON = select(SEARCH_TEXT).where(
+    items.c.kind == bindparam("kind"), items.c.id == bindparam("id"), ~items.c.deleted
+)
+
+
+async def live_json(conn: AsyncConnection, kind: str, item_id: str) -> str:
+    """A live item as the JSON text the database holds (what `get_live` gives, unparsed)."""
+    text = await conn.scalar(_GET_LIVE_JSON, {"kind": kind, "id": item_id})
+    if text is None:
+        raise NotFound(f"{kind} {item_id!r} does not exist")
+    return str(text)
 
 
 async def get_live(session: AsyncSession, kind: str, item_id: str) -> Snapshot:
     """A live item, or NotFound."""
-    data = await session.scalar(
-        select(items.c.data).where(items.c.kind == kind, items.c.id == item_id, ~items.c.deleted)
-    )
+    data = await session.scalar(_GET_LIVE, {"kind": kind, "id": item_id})
     if data is None:
         raise NotFound(f"{kind} {item_id!r} does not exist")
     return dict(data)
@@ -286,10 +367,7 @@ async def search(
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     query = (
         select(items.c.data)
-        .where(
-            ~items.c.deleted,
-            or_(items.c.id.ilike(pattern), cast(items.c.data, String).ilike(pattern)),
-        )
+        .where(~items.c.deleted, SEARCH_TEXT.ilike(pattern))
         .order_by(items.c.kind, items.c.id)
         .limit(limit)
     )
@@ -319,21 +397,72 @@ async def host_instances(session: AsyncSession, host_id: str) -> list[Snapshot]:
     return sorted(found, key=lambda i: (i["app_id"], i["id"]))
 
 
+_BLAST_HOSTS = sql(
+    """
+    SELECT coalesce(array_agg(id) FILTER (WHERE lost), '{}') AS lost,
+           coalesce(sum(cpu_millis) FILTER (WHERE lost), 0) AS cpu_millis_lost,
+           coalesce(sum(cpu_millis) FILTER (WHERE NOT lost AND up), 0) AS cpu_millis_left,
+           coalesce(sum(memory_mib) FILTER (WHERE lost), 0) AS memory_mib_lost,
+           coalesce(sum(memory_mib) FILTER (WHERE NOT lost AND up), 0) AS memory_mib_left
+    FROM (
+        SELECT id, (data ->> :field) = :scope AS lost, (data ->> 'status') = 'up' AS up,
+               (data ->> 'cpu_millis')::bigint AS cpu_millis,
+               (data ->> 'memory_mib')::bigint AS memory_mib
+        FROM items WHERE kind = 'host' AND NOT deleted
+    ) AS hosts
+    """
+)
+
+_BLAST_INSTANCES = sql(
+    f"""
+    SELECT hit.app_id, live.host_id, live.zone_id
+    FROM (
+        SELECT DISTINCT app_id FROM items
+        WHERE {LIVE_INSTANCE}
+          AND ((data ->> 'host_id') = ANY(:hosts) OR (data ->> 'zone_id') = :zone)
+    ) AS hit
+    CROSS JOIN LATERAL (
+        SELECT data ->> 'host_id' AS host_id, data ->> 'zone_id' AS zone_id FROM items
+        WHERE {LIVE_INSTANCE} AND app_id = hit.app_id
+        OFFSET 0  -- kept a subquery: an index probe per application hit, not a scan of all
+    ) AS live
+    """
+).bindparams(bindparam("hosts", type_=ARRAY(String)), bindparam("zone", type_=String))
+
+
 async def blast(session: AsyncSession, scope: FailureScope) -> dict[str, Any]:
-    """The blast radius of losing a zone or pool."""
+    """The blast radius of losing a zone or pool: `domain.blast_radius`, read the short way.
+
+    The same answer as the domain's function over every live host, live instance and spec, but
+    the database sums the hosts and returns only the live instances of the applications hit,
+    three columns each.
+    """
     await get_live(session, scope.kind, scope.id)
-    hosts = [Host.model_validate(h) for h in await _live_of_kind(session, "host")]
-    instances = [
-        Instance.model_validate(i)
-        for i in await _live_of_kind(
-            session, "instance", items.c.data["status"].astext.in_(["starting", "ready"])
-        )
-    ]
+    # The planner's cost for these reads is high enough to start JIT compilation, which costs
+    # more than the reads themselves.
+    await session.execute(sql("SET LOCAL jit = off"))
+    hosts = (
+        await session.execute(_BLAST_HOSTS, {"field": f"{scope.kind}_id", "scope": scope.id})
+    ).one()
+    lost_hosts = set(hosts.lost)
+    zone = scope.id if scope.kind == "zone" else None
+    rows = await session.execute(_BLAST_INSTANCES, {"hosts": sorted(lost_hosts), "zone": zone})
+    live = [Placement(*row) for row in rows]
+    hit = bindparam("hit", sorted({p.app_id for p in live}), type_=ARRAY(String))
     specs = {
         s["id"]: ApplicationSpec.model_validate(s)
-        for s in await _live_of_kind(session, "application_spec")
+        for s in await _live_of_kind(session, "application_spec", items.c.id == any_(hit))
     }
-    return blast_radius(scope, hosts, instances, specs).model_dump(mode="json")
+    radius = BlastRadius(
+        scope=scope,
+        hosts_lost=tuple(sorted(lost_hosts)),
+        cpu_millis_lost=int(hosts.cpu_millis_lost),
+        cpu_millis_left=int(hosts.cpu_millis_left),
+        memory_mib_lost=int(hosts.memory_mib_lost),
+        memory_mib_left=int(hosts.memory_mib_left),
+        applications=app_impacts(scope, lost_hosts, live, specs),
+    )
+    return radius.model_dump(mode="json")
 
 
 async def prometheus_targets(session: AsyncSession) -> list[dict[str, Any]]:

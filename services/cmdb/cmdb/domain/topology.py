@@ -2,8 +2,9 @@
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -80,20 +81,31 @@ class BlastRadius(_Frozen):
     applications: tuple[AppImpact, ...]
 
 
+class Placement(NamedTuple):
+    """Where one live instance runs: all the blast radius needs to know of it."""
+
+    app_id: str
+    host_id: str
+    zone_id: str
+
+
 def _impact(
-    app_id: str, live: Sequence[Instance], lost: set[str], spec: ApplicationSpec | None
+    app_id: str,
+    instances_before: int,
+    instances_lost: int,
+    zones_left: int,
+    spec: ApplicationSpec | None,
 ) -> AppImpact:
-    left = [i for i in live if i.id not in lost]
-    zones_left = len({i.zone_id for i in left})
+    left = instances_before - instances_lost
     minimum = spec.replicas.min if spec else 0
     # Instances are sized to run at the target utilisation, so the survivors must carry
     # before * target of work at full load; fewer than that and latency breaks the SLO.
-    load_floor = math.ceil(len(live) * spec.scaling.target_utilisation) if spec else 0
+    load_floor = math.ceil(instances_before * spec.scaling.target_utilisation) if spec else 0
     problems = []
-    if len(left) < minimum:
-        problems.append(f"{len(left)} instances left, below min replicas {minimum}")
-    if len(left) < load_floor:
-        problems.append(f"{len(left)} instances left cannot carry the load of {load_floor}")
+    if left < minimum:
+        problems.append(f"{left} instances left, below min replicas {minimum}")
+    if left < load_floor:
+        problems.append(f"{left} instances left cannot carry the load of {load_floor}")
     if spec and spec.slo.availability >= HIGH_AVAILABILITY and zones_left < 2:
         problems.append(
             f"availability target {spec.slo.availability:.2%} needs two zones, {zones_left} left"
@@ -101,17 +113,44 @@ def _impact(
     resources = spec.resources if spec else None
     return AppImpact(
         app_id=app_id,
-        instances_before=len(live),
-        instances_lost=len(live) - len(left),
-        instances_left=len(left),
+        instances_before=instances_before,
+        instances_lost=instances_lost,
+        instances_left=left,
         zones_left=zones_left,
-        cpu_millis_left=len(left) * resources.cpu_millis if resources else 0,
-        memory_mib_left=len(left) * resources.memory_mib if resources else 0,
+        cpu_millis_left=left * resources.cpu_millis if resources else 0,
+        memory_mib_left=left * resources.memory_mib if resources else 0,
         min_replicas=minimum,
-        min_replicas_hold=len(left) >= minimum,
+        min_replicas_hold=left >= minimum,
         load_floor=load_floor,
         slo_holds=not problems,
         problems=tuple(problems),
+    )
+
+
+def app_impacts(
+    scope: FailureScope,
+    lost_hosts: AbstractSet[str],
+    live: Iterable[Placement],
+    specs: Mapping[str, ApplicationSpec],
+) -> tuple[AppImpact, ...]:
+    """Per application hit (by app id): what losing `lost_hosts` (and the zone) does to it.
+
+    `live` are the live instances; those of applications that lose none may be left out.
+    """
+    before: dict[str, int] = {}
+    lost: dict[str, int] = {}
+    zones_left: dict[str, set[str]] = {}
+    for app_id, host_id, zone_id in live:
+        before[app_id] = before.get(app_id, 0) + 1
+        if host_id in lost_hosts or (scope.kind == "zone" and zone_id == scope.id):
+            lost[app_id] = lost.get(app_id, 0) + 1
+        else:
+            zones_left.setdefault(app_id, set()).add(zone_id)
+    return tuple(
+        _impact(
+            app_id, before[app_id], lost[app_id], len(zones_left.get(app_id, ())), specs.get(app_id)
+        )
+        for app_id in sorted(lost)
     )
 
 
@@ -125,21 +164,7 @@ def blast_radius(
     all_hosts = list(hosts)
     lost_hosts = {h.id for h in all_hosts if scope.contains(h)}
     surviving = [h for h in all_hosts if h.id not in lost_hosts and h.status == "up"]
-    by_app: dict[str, list[Instance]] = {}
-    for instance in instances:
-        if instance.is_live:
-            by_app.setdefault(instance.app_id, []).append(instance)
-    lost = {
-        i.id
-        for live in by_app.values()
-        for i in live
-        if i.host_id in lost_hosts or (scope.kind == "zone" and i.zone_id == scope.id)
-    }
-    impacts = [
-        _impact(app_id, live, lost, specs.get(app_id))
-        for app_id, live in sorted(by_app.items())
-        if any(i.id in lost for i in live)
-    ]
+    live = [Placement(i.app_id, i.host_id, i.zone_id) for i in instances if i.is_live]
     return BlastRadius(
         scope=scope,
         hosts_lost=tuple(sorted(lost_hosts)),
@@ -147,5 +172,5 @@ def blast_radius(
         cpu_millis_left=sum(h.cpu_millis for h in surviving),
         memory_mib_lost=sum(h.memory_mib for h in all_hosts if h.id in lost_hosts),
         memory_mib_left=sum(h.memory_mib for h in surviving),
-        applications=tuple(impacts),
+        applications=app_impacts(scope, lost_hosts, live, specs),
     )
