@@ -156,11 +156,12 @@ class Load:
             gen = LoadGenerator(cmdb_endpoints(cmdb, self.platform.url("cmdb"), self.app))
             while not await done():
                 elapsed = loop.time() - started
-                assert elapsed < timeout_s, (
-                    f"{self.app}: condition not reached after {elapsed:.0f}s at {rate} req/s; "
-                    f"last steps {[s.summary() for s in self.steps[-3:]]}; logs in "
-                    f"{self.platform.logs}"
-                )
+                if elapsed >= timeout_s:
+                    raise AssertionError(
+                        f"{self.app}: condition not reached after {elapsed:.0f}s at {rate} "
+                        f"req/s; last steps {[s.summary() for s in self.steps[-3:]]}; logs in "
+                        f"{self.platform.logs}\n{await diagnose(cmdb, self.platform, self.app)}"
+                    )
                 self.steps += await gen.replay([rate], rate, step_s)
         return loop.time() - started
 

@@ -58,18 +58,22 @@ def aggregate_app(
             earlier = before.samples if elapsed > 0 else None
         else:
             earlier, elapsed = _since_start(snapshot, window_end - window_start)
+        # A just-started instance counts for the load only: its first requests' latency, errors
+        # and CPU are its warm-up, not a sign of load (as Kubernetes ignores a starting pod's
+        # CPU for its initialization period).
+        starting = before is None and earlier is not None
         instance_requests = 0.0
         instance_cpu: float | None = None
         for key, value in samples.items():
             name = key[0]
             if name == IN_FLIGHT:
                 in_flight += value
-            elif earlier is None:
+            elif earlier is None or (starting and name != REQUESTS_TOTAL):
                 continue
             elif name == REQUESTS_TOTAL:
                 increase = _increase(earlier.get(key), value)
                 instance_requests += increase
-                if _label(key, STATUS_LABEL).startswith(ERROR_STATUS_PREFIX):
+                if _label(key, STATUS_LABEL).startswith(ERROR_STATUS_PREFIX) and not starting:
                     errors += increase
             elif name == LATENCY_BUCKET:
                 bound = _bucket_bound(key)
@@ -79,7 +83,7 @@ def aggregate_app(
                 instance_cpu = (instance_cpu or 0.0) + _increase(earlier.get(key), value)
         if earlier is not None:
             rated += 1
-            requests += instance_requests
+            requests += 0.0 if starting else instance_requests
             request_rate += instance_requests / elapsed
             if instance_cpu is not None:
                 cpu_rates.append(instance_cpu / elapsed)

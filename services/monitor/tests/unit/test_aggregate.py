@@ -123,7 +123,9 @@ def test_a_new_instance_counts_for_gauges_and_readiness_but_not_for_rates():
 
 def test_an_instance_that_started_within_the_window_counts_from_its_start():
     started = (T1 - timedelta(seconds=4)).timestamp()
-    fresh = exposition(ok=80) + f"process_start_time_seconds {started}\n"
+    # Its warm-up: slow answers, a few errors, CPU: counted for the load only.
+    warm_up = exposition(ok=60, errors=20, buckets=(0, 0, 0, 80), cpu=3.0)
+    fresh = warm_up + f"process_start_time_seconds {started}\n"
     old = (
         exposition(ok=5000)
         + f"process_start_time_seconds {(T0 - timedelta(hours=1)).timestamp()}\n"
@@ -139,6 +141,9 @@ def test_an_instance_that_started_within_the_window_counts_from_its_start():
 
     assert rollup.value(Metric.REQUEST_RATE) == pytest.approx(10.0 + 20.0)
     assert rollup.value(Metric.LOAD_PER_INSTANCE) == pytest.approx(10.0)
+    assert rollup.value(Metric.ERROR_RATE) == 0.0
+    assert rollup.value(Metric.CPU_UTILISATION) == 0.0
+    assert not any(rollup.latency.counts)  # no latency from its warm-up
 
 
 def test_staleness_is_the_age_of_the_newest_scrape():
