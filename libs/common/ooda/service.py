@@ -39,6 +39,9 @@ from ooda.telemetry import setup_tracing
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_SECONDS = 5.0
+"""How long each shutdown step (background tasks, the producer's flush) may take."""
+
 AppIdPath = Annotated[str, PathParam(pattern=APP_ID_PATTERN, max_length=128)]
 
 
@@ -201,13 +204,14 @@ def create_service_app(
         try:
             yield
         finally:
+            # Bounded: with Kafka unreachable a consumer leaving its group or the producer
+            # flushing could wait forever, and a service must stop on SIGTERM.
             for task in rt.tasks:
                 task.cancel()
-            for task in rt.tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            if rt.tasks:
+                await asyncio.wait(rt.tasks, timeout=SHUTDOWN_SECONDS)
             with contextlib.suppress(Exception):
-                await producer.stop()
+                await asyncio.wait_for(producer.stop(), SHUTDOWN_SECONDS)
             await engine.dispose()
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
