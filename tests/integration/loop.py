@@ -233,36 +233,35 @@ def kill_pid(pid: int) -> None:
     os.kill(pid, 9)
 
 
+async def changes_of(http: httpx.AsyncClient, platform: Platform, app: str) -> list[dict]:
+    """The pipeline's changes of `app`, newest first."""
+    response = await http.get(
+        f"{platform.url('pipeline')}/v1/changes", params={"app": app, "limit": 200}
+    )
+    response.raise_for_status()
+    return list(response.json()["items"])
+
+
 async def diagnose(http: httpx.AsyncClient, platform: Platform, app: str) -> str:
     """What the loop did lately for `app`, for a failure message: decisions, elastic's outcomes,
-    the pipeline's changes and the CMDB's instances."""
+    the pipeline's changes and the CMDB's instances (as far as the services answer)."""
     lines = []
 
-    async def get(service: str, path: str, **params: Any) -> Any:
-        try:
-            response = await http.get(f"{platform.url(service)}{path}", params=params)
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            return f"{service}{path}: {exc!r}"
+    async def read(service: str, path: str, limit: int) -> list[dict[str, Any]]:
+        response = await http.get(f"{platform.url(service)}{path}", params={"limit": limit})
+        response.raise_for_status()
+        return list(response.json())
 
-    decisions = await get("decision", f"/v1/apps/{app}/decisions", limit=8)
-    for d in decisions if isinstance(decisions, list) else [decisions]:
-        lines.append(
-            f"decision {d['window_end']} {d['current_replicas']}->{d['desired_replicas']} "
-            f"published={d['published']} {d['reason']}"
-            if isinstance(d, dict)
-            else str(d)
-        )
-    outcomes = await get("elastic", f"/v1/apps/{app}/outcomes", limit=6)
-    lines += [f"elastic {o}" for o in (outcomes if isinstance(outcomes, list) else [outcomes])]
-    changes = await get("pipeline", "/v1/changes", app=app, limit=6)
-    items = changes.get("items", changes) if isinstance(changes, dict) else changes
-    for c in items if isinstance(items, list) else [items]:
-        lines.append(
-            f"change {c.get('kind')} {c.get('state')} created {c.get('created_at')}"
-            if isinstance(c, dict)
-            else str(c)
-        )
-    instances = await get("cmdb", "/v1/instances", app=app)
-    lines.append(f"cmdb instances {instances}")
+    try:
+        for d in await read("decision", f"/v1/apps/{app}/decisions", 8):
+            lines.append(
+                f"decision {d['window_end']} {d['current_replicas']}->{d['desired_replicas']} "
+                f"published={d['published']} {d['reason']}"
+            )
+        lines += [f"elastic {o}" for o in await read("elastic", f"/v1/apps/{app}/outcomes", 6)]
+        for c in (await changes_of(http, platform, app))[:6]:
+            lines.append(f"change {c['kind']} {c['state']} created {c['created_at']}")
+        lines.append(f"cmdb instances {await cmdb_instances(http, platform, app)}")
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        lines.append(f"(could not read further: {exc!r})")
     return "\n".join(lines)

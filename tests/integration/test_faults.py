@@ -24,6 +24,7 @@ from .loop import (
     HIGH_RPS,
     LOW_RPS,
     Load,
+    changes_of,
     cmdb_instances,
     diagnose,
     eventually,
@@ -37,14 +38,6 @@ from .loop import (
 pytestmark = pytest.mark.integration
 
 BACKLOG = re.compile(r"^ooda_outbox_backlog\{[^}]*\}\s+(\S+)$", re.MULTILINE)
-
-
-async def changes_of(http: httpx.AsyncClient, platform: Platform, app: str) -> list[dict]:
-    response = await http.get(
-        f"{platform.url('pipeline')}/v1/changes", params={"app": app, "limit": 200}
-    )
-    response.raise_for_status()
-    return list(response.json()["items"])
 
 
 async def outbox_backlog(http: httpx.AsyncClient, platform: Platform) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -121,8 +123,6 @@ async def database_answers(
 ) -> bool:
     """True when the database runs a trivial query within `timeout_s` (tells a database outage
     from a failure of the work itself)."""
-    import asyncio
-
     try:
         async with asyncio.timeout(timeout_s), sessions() as session:
             await session.execute(text("SELECT 1"))

@@ -343,34 +343,34 @@ async def platform_processes(
     return services
 
 
+def _ooda_local(env: dict[str, str], *args: str, timeout_s: float = 300.0) -> str:
+    """Run `deploy/local/ooda-local` with `env` over this process's environment."""
+    script = REPO / "deploy" / "local" / "ooda-local"
+    result = subprocess.run(
+        [str(script), *args],
+        env=dict(os.environ) | env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"ooda-local {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result.stdout
+
+
 @dataclass
 class PrivateInfra:
     """A Kafka broker and a PostgreSQL cluster of one test's own (deploy/local in its own folder,
     on its own ports), so the test may restart them without disturbing any other test."""
 
     infra: Infra
-    local_dir: Path
     env: dict[str, str]
-
-    def _run(self, *args: str, timeout_s: float = 300.0) -> str:
-        script = REPO / "deploy" / "local" / "ooda-local"
-        result = subprocess.run(
-            [str(script), *args],
-            env=dict(os.environ) | self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"ooda-local {' '.join(args)} failed:\n{result.stdout[-3000:]}\n"
-                f"{result.stderr[-3000:]}"
-            )
-        return result.stdout
 
     def restart(self, component: str) -> None:
         """Stop `kafka` or `postgresql` and start it again; returns once it serves."""
-        self._run("restart", component, timeout_s=120.0)
+        _ooda_local(self.env, "restart", component, timeout_s=120.0)
 
 
 @contextlib.contextmanager
@@ -390,18 +390,16 @@ def private_local_infra(workdir: Path) -> Iterator[PrivateInfra]:
         "OODA_KAFKA_CONTROLLER_PORT": str(free_port()),
         "OODA_PG_PORT": str(free_port()),
     }
-    private = PrivateInfra(Infra("", {}, "", "private deploy/local"), local_dir, env)
     try:
-        private._run("infra-up", timeout_s=600.0)
+        _ooda_local(env, "infra-up", timeout_s=600.0)
         found = _from_mapping(read_env_file(local_dir / "ooda.env"), "private deploy/local")
         if found is None:
             raise RuntimeError(f"{local_dir / 'ooda.env'} lacks the expected variables")
-        private.infra = found
-        yield private
+        yield PrivateInfra(found, env)
     finally:
         pg_root = local_dir / "pg"
         with contextlib.suppress(Exception):
-            private._run("down", timeout_s=120.0)
+            _ooda_local(env, "down", timeout_s=120.0)
         if pg_root.is_symlink():  # the cluster was kept outside an unreachable folder
             target = pg_root.resolve()
             if target.name.startswith("ooda-pg-"):
