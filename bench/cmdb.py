@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from ooda.testing import (  # noqa: E402
     create_database,
     create_topics,
     delete_topics,
+    drop_database,
     free_port,
     resolve_infra,
     unique,
@@ -64,8 +66,11 @@ from ooda.testing import (  # noqa: E402
 ZONES = 10
 CELLS = 1000
 """Label `cell` takes this many values: a list by `cell=<n>` matches ~items/CELLS items."""
+SLOW = ("search", "blast")
 SLOW_CLIENTS = 2
 """Clients for search and blast radius (each request holds the server for a long time)."""
+ROUNDS = 4
+"""Turns the quick endpoints take, each `--seconds / ROUNDS` long."""
 WARMUP_SECONDS = 1.0
 IMPORT_CHUNK = 5000
 COPY_CHUNK = 50_000
@@ -221,11 +226,33 @@ def targets(n: dict[str, int], rng: random.Random) -> dict[str, Any]:
     }
 
 
-async def _measure(
-    url: str, path_of: Any, clients: int, seconds: float, warmup: float
-) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
+@dataclass
+class Sample:
+    """What one endpoint's clients saw over one or more measured windows."""
+
+    clients: int
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    wall: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        latencies = sorted(self.latencies)
+        count = len(latencies)
+        nan = float("nan")
+        return {
+            "clients": self.clients,
+            "count": count,
+            "errors": self.errors,
+            "rps": count / self.wall if self.wall > 0 else 0.0,
+            "p50": latencies[count // 2] * 1000 if count else nan,
+            "p99": latencies[min(count - 1, int(count * 0.99))] * 1000 if count else nan,
+            "mean": statistics.fmean(latencies) * 1000 if count else nan,
+        }
+
+
+async def _measure(url: str, path_of: Any, sample: Sample, seconds: float, warmup: float) -> None:
+    """Run `sample.clients` clients for `warmup + seconds`; add the measured part to `sample`."""
+    clients = sample.clients
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=300.0, limits=limits) as client:
         loop = asyncio.get_running_loop()
@@ -233,49 +260,45 @@ async def _measure(
         deadline = measure_from + seconds
 
         async def worker() -> None:
-            nonlocal errors
             while (now := loop.time()) < deadline:
                 response = await client.get(path_of())
                 took = loop.time() - now
                 if now >= measure_from:
                     if response.status_code == 200:
-                        latencies.append(took)
+                        sample.latencies.append(took)
                     else:
-                        errors += 1
+                        sample.errors += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
-        wall = time.perf_counter() - started - warmup
-    latencies.sort()
-    count = len(latencies)
-    return {
-        "clients": clients,
-        "count": count,
-        "errors": errors,
-        "rps": count / wall if wall > 0 else 0.0,
-        "p50": latencies[count // 2] * 1000 if count else float("nan"),
-        "p99": latencies[min(count - 1, int(count * 0.99))] * 1000 if count else float("nan"),
-        "mean": statistics.fmean(latencies) * 1000 if count else float("nan"),
-    }
+        sample.wall += time.perf_counter() - started - warmup
 
 
 def load_process(
     url: str, n: dict[str, int], concurrency: list[int], seconds: float, out: Any
 ) -> None:  # pragma: no cover - runs in the child
-    """The load generator (a separate process): every endpoint in turn, results on `out`."""
+    """The load generator (a separate process): every endpoint in turn, results on `out`.
+
+    The quick endpoints (the bare one, get, list) take turns in ROUNDS short windows, so that a
+    stretch of noise from elsewhere on a shared machine falls on all of them alike rather than on
+    one; the ratios to the bare endpoint compare the same stretch of time.
+    """
     rng = random.Random(7)
     rounds = []
     for clients in concurrency:
-        results = {}
+        samples: dict[str, Sample] = {}
+        quick = {k: v for k, v in targets(n, rng).items() if not k.startswith(SLOW)}
+        for _ in range(ROUNDS):
+            for name, path_of in quick.items():
+                sample = samples.setdefault(name, Sample(clients))
+                asyncio.run(_measure(url, path_of, sample, seconds / ROUNDS, WARMUP_SECONDS))
         for name, path_of in targets(n, rng).items():
-            slow = name.startswith(("search", "blast"))
-            # The heavy queries hold the server's CPU for long: fewer clients, or one round of
-            # them would outlast the window many times over.
-            used = min(clients, SLOW_CLIENTS) if slow else clients
-            results[name] = asyncio.run(
-                _measure(url, path_of, used, seconds, 0 if slow else WARMUP_SECONDS)
-            )
-        rounds.append((clients, results))
+            if name.startswith(SLOW):
+                # The heavy queries hold the server's CPU for long: fewer clients, or one round
+                # of them would outlast the window many times over.
+                sample = samples.setdefault(name, Sample(min(clients, SLOW_CLIENTS)))
+                asyncio.run(_measure(url, path_of, sample, seconds, 0))
+        rounds.append((clients, {name: s.summary() for name, s in samples.items()}))
     out.put(rounds)
 
 
@@ -381,7 +404,8 @@ async def main() -> None:
     finally:
         service.stop()
         await delete_topics(infra, prefix)
-        print(f"(service stopped; its log: {log}; database {database_url.rsplit('/', 1)[1]})")
+        await drop_database(infra, database_url)
+        print(f"(service stopped, its database dropped; its log: {log})")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,20 @@ async def create_database(infra: Infra, service: str) -> str:
     return base.set(database=name).render_as_string(hide_password=False)
 
 
+async def drop_database(infra: Infra, url: str) -> None:
+    """Drop a database `create_database` made (its open connections are closed first)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin_url = infra.admin_url or url
+    conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 async def create_topics(infra: Infra, prefix: str, partitions: int = 3) -> None:
     """Every catalog topic and its dead-letter topic, under `prefix`."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -311,6 +325,7 @@ async def running_service(
                 yield RunningService(app, client, settings, prefix)
     finally:
         await delete_topics(infra, prefix)
+        await drop_database(infra, url)
 
 
 async def platform_processes(

@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ooda.service import Runtime
+from ooda.telemetry import trace_queries
 
 POOL_SIZE = 10
 MAX_OVERFLOW = 10
@@ -47,8 +47,7 @@ async def read_pool(app: FastAPI) -> AsyncIterator[None]:
         connect_args={"server_settings": {"jit": "off"}},
     )
     event.listen(engine.sync_engine, "checkout", _refuse_closed)
-    # Traced like the runtime's engine (the instrumentation declares SQLAlchemy < 2.1).
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+    trace_queries(engine)
     app.state.read_engine = engine
     app.state.reads = async_sessionmaker(engine, expire_on_commit=False)
     try:

@@ -8,7 +8,9 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, get_origin
+from typing import cast as cast_to
 
+import asyncpg
 from pydantic import BaseModel
 from sqlalchemy import (
     Numeric,
@@ -26,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
@@ -242,14 +245,24 @@ _GET_LIVE = select(items.c.data).where(
 )
 
 
-_GET_LIVE_JSON = select(SEARCH_TEXT).where(
-    items.c.kind == bindparam("kind"), items.c.id == bindparam("id"), ~items.c.deleted
+_GET_LIVE_JSON = (
+    select(SEARCH_TEXT)
+    .where(items.c.kind == bindparam("kind"), items.c.id == bindparam("id"), ~items.c.deleted)
+    .compile(dialect=asyncpg_dialect())
 )
+"""Compiled once to the driver's SQL: the hottest read runs it on the driver's connection, without
+SQLAlchemy's execution around it (a tenth of a millisecond of a get's two)."""
+_GET_LIVE_JSON_SQL = str(_GET_LIVE_JSON)  # parameters $1 kind, $2 id
 
 
 async def live_json(conn: AsyncConnection, kind: str, item_id: str) -> str:
-    """A live item as the JSON text the database holds (what `get_live` gives, unparsed)."""
-    text = await conn.scalar(_GET_LIVE_JSON, {"kind": kind, "id": item_id})
+    """A live item as the JSON text the database holds (what `get_live` gives, unparsed).
+
+    The query goes to the driver (asyncpg) directly: its errors are the driver's, which every
+    service answers as it does SQLAlchemy's (503 while the database is down).
+    """
+    driver = cast_to(asyncpg.Connection, (await conn.get_raw_connection()).driver_connection)
+    text = await driver.fetchval(_GET_LIVE_JSON_SQL, kind, item_id)
     if text is None:
         raise NotFound(f"{kind} {item_id!r} does not exist")
     return str(text)

@@ -31,7 +31,14 @@ from monitor.main import MIGRATIONS, create_app
 from ooda.auth import issue_token
 from ooda.events import Event, decode
 from ooda.migrations import wait_and_upgrade
-from ooda.testing import Infra, create_database, create_topics, delete_topics, unique
+from ooda.testing import (
+    Infra,
+    create_database,
+    create_topics,
+    delete_topics,
+    drop_database,
+    unique,
+)
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, math.inf)
 
@@ -232,6 +239,7 @@ async def env(infra: Infra) -> AsyncIterator[Env]:
     await wait_and_upgrade(MIGRATIONS, url)
     yield Env(infra, prefix, url)
     await delete_topics(infra, prefix)
+    await drop_database(infra, url)
 
 
 @dataclass
