@@ -42,6 +42,9 @@ bench: venv  ## benchmarks, each beside a baseline measured in the same run
 	.venv/bin/python bench/events.py
 	.venv/bin/python bench/monitor_parse.py
 	.venv/bin/python bench/monitor.py
+	.venv/bin/python bench/pipeline.py
+	.venv/bin/python bench/cmdb.py
+	.venv/bin/python bench/loop.py
 
 contracts: venv  ## regenerate the event catalogue (AsyncAPI + JSON Schemas) in docs/events
 	.venv/bin/ooda-contracts asyncapi > docs/events/asyncapi.yaml

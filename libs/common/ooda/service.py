@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import asyncpg
 import uvicorn
@@ -151,6 +151,26 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
         )
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+class Closable(Protocol):
+    """Something holding connections (an `httpx.AsyncClient`, a client of another service)."""
+
+    async def aclose(self) -> None: ...
+
+
+def close_at_shutdown(rt: Runtime, *clients: Closable) -> None:
+    """Close these clients (HTTP connection pools) when the service stops, after its requests."""
+
+    async def wait_then_close() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    rt.tasks.append(asyncio.create_task(wait_then_close()))
 
 
 def create_service_app(

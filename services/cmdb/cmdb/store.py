@@ -64,12 +64,6 @@ items = Table(
     Column("deleted", Boolean, nullable=False, server_default=text("false")),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_items_labels", "labels", postgresql_using="gin"),  # `?`: selectors' `key`
-    Index(  # `@>`: selectors' `key=value`, one index entry per key and value together
-        "ix_items_labels_path",
-        "labels",
-        postgresql_using="gin",
-        postgresql_ops={"labels": "jsonb_path_ops"},
-    ),
     Index("ix_items_kind_app_id", "kind", "app_id"),
     Index(
         "ix_items_instance_host",
@@ -86,6 +80,17 @@ items = Table(
         )
     ),
 )
+
+item_labels = Table(
+    "item_labels",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", Text, primary_key=True),
+    Column("id", String(253), primary_key=True),
+)
+"""One row per label of every live item, written by triggers on `items` (migration 0004), never
+by the service: a selector's `key=value` reads matching ids from it in id order."""
 
 SEARCH_TEXT = cast(items.c.data, Text)
 """What search matches: the whole snapshot as JSON text (id, fields, labels)."""

@@ -57,21 +57,23 @@ def _seconds(value: Any) -> float | None:
 
 
 class HttpSpecSource:
-    """Specs from the CMDB's `GET /v1/apps/{app}/spec`."""
+    """Specs from the CMDB's `GET /v1/apps/{app}/spec`, over one pool of kept-alive connections."""
 
     def __init__(self, base_url: str, timeout_s: float = 3.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
+        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s)
 
     async def hints(self, app: str) -> SpecHints | None:
         """The app's hints; None when the CMDB has no spec for it."""
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.get(f"{self.base_url}/v1/apps/{app}/spec")
+            response = await self.client.get(f"/v1/apps/{app}/spec")
         except httpx.HTTPError as exc:
-            raise SpecsUnavailable(f"CMDB at {self.base_url}: {exc!r}") from exc
+            raise SpecsUnavailable(f"CMDB at {self.client.base_url}: {exc!r}") from exc
         if response.status_code == 404:
             return None
         if response.status_code != 200:
             raise SpecsUnavailable(f"CMDB answered {response.status_code} for the spec of {app}")
         return hints_from_spec(response.json())
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()

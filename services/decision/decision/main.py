@@ -11,7 +11,7 @@ from decision.consumer import subscriptions
 from decision.engine import Engine
 from decision.metrics import start_refresh
 from decision.store import messaging
-from ooda.service import create_service_app, run_service
+from ooda.service import Runtime, close_at_shutdown, create_service_app, run_service
 from ooda.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -21,6 +21,13 @@ def create_app(settings: ServiceSettings, specs: SpecSource | None = None) -> Fa
     """The decision HTTP API with its consumers and outbox relay."""
     assert isinstance(settings, Settings)
     engine = Engine(settings.default_policy, settings.prior_capacity_rps, settings.default_delay_s)
+    source = HttpSpecSource(settings.cmdb_url) if specs is None else specs
+
+    async def on_start(rt: Runtime) -> None:
+        await start_refresh(rt)
+        if isinstance(source, HttpSpecSource):
+            close_at_shutdown(rt, source)
+
     app = create_service_app(
         settings=settings,
         title="OODA decision center",
@@ -30,8 +37,8 @@ def create_app(settings: ServiceSettings, specs: SpecSource | None = None) -> Fa
         messaging=messaging,
         migrations_dir=MIGRATIONS,
         routers=[router],
-        subscriptions=subscriptions(engine, specs or HttpSpecSource(settings.cmdb_url), settings),
-        on_start=start_refresh,
+        subscriptions=subscriptions(engine, source, settings),
+        on_start=on_start,
     )
     app.state.engine = engine
     return app

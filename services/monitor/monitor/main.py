@@ -1,6 +1,5 @@
 """The monitor service: its app factory and its entry point (`ooda-monitor`)."""
 
-import asyncio
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from monitor.loops import Monitor
 from monitor.scraper import Scraper
 from monitor.sd import HttpServiceDiscovery, TargetSource
 from monitor.store import messaging
-from ooda.service import Runtime, create_service_app, run_service
+from ooda.service import Runtime, close_at_shutdown, create_service_app, run_service
 from ooda.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -52,19 +51,12 @@ def create_app(settings: ServiceSettings, source: TargetSource | None = None) ->
         cpu_request=config.cpu_request_cores,
     )
 
-    async def close_clients_at_shutdown() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            for client in [*clients, sd_client]:
-                await client.aclose()
-
     async def on_start(rt: Runtime) -> None:
         # Scrapes are not traced: a span per target per interval would drown real traces.
         for client in clients:
             HTTPXClientInstrumentor.uninstrument_client(client)
         monitor.start(rt)
-        rt.tasks.append(asyncio.create_task(close_clients_at_shutdown()))
+        close_at_shutdown(rt, *clients, sd_client)
 
     app = create_service_app(
         settings=config,

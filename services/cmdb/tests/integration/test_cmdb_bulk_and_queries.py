@@ -272,6 +272,10 @@ async def test_search_matches_ids_fields_and_labels_of_live_items_only(
     assert await found(f"{zone}-A%B") == []  # nor `%`
     assert len(await found(zone)) == 3
     assert await found(zone, limit=1) == [("host", f"{zone}-a_b")]
+    # The text goes into the statement as a quoted literal: quotes and backslashes are text.
+    assert await found(f"{marker}' OR 'x'='x") == []
+    assert await found(f"{marker}\\") == []
+    assert await found(f"{marker}.example'") == []
     deleted = await svc.client.delete(f"/v1/hosts/{zone}-a_b", headers=admin(svc))
     assert deleted.status_code == 200, deleted.text
     assert await found(marker) == [("zone", zone)]

@@ -212,6 +212,65 @@ async def test_label_selectors_filter_and_cursors_page_through_sorted_items(
     assert [i["id"] for i in found] == [f"{run}-h3"]
 
 
+async def test_selectors_follow_every_change_of_labels_deletes_and_reverts(
+    svc: RunningService,
+) -> None:
+    """`key=value` reads the label index, which triggers keep: it must follow every write path."""
+    _, zone, pool = await seed_zone(svc)
+    run = unique("run")
+
+    async def selected(selector: str) -> list[str]:
+        page = await svc.client.get("/v1/hosts", params={"selector": selector})
+        assert page.status_code == 200, page.text
+        return [h["id"] for h in page.json()["items"]]
+
+    hosts = [f"{run}-h{n}" for n in range(3)]
+    for n, host in enumerate(hosts):
+        labels = {"run": run, "rack": f"r{n % 2}"}
+        await put(svc, f"/v1/hosts/{host}", host_body(zone, pool, labels=labels), infra_token(svc))
+    assert await selected(f"run={run},rack=r0") == [hosts[0], hosts[2]]
+    assert await selected(f"rack in (r1),run={run}") == [hosts[1]]
+
+    # A change of labels moves the item; a change of anything else leaves it where it was.
+    moved = await put(
+        svc,
+        f"/v1/hosts/{hosts[0]}",
+        host_body(zone, pool, labels={"run": run, "rack": "r1"}),
+        infra_token(svc),
+    )
+    await put(
+        svc,
+        f"/v1/hosts/{hosts[2]}",
+        host_body(zone, pool, cpu_millis=9000, labels={"run": run, "rack": "r0"}),
+        infra_token(svc),
+    )
+    assert await selected(f"run={run},rack=r0") == [hosts[2]]
+    assert await selected(f"run={run},rack=r1") == [hosts[0], hosts[1]]
+
+    deleted = await svc.client.delete(f"/v1/hosts/{hosts[1]}", headers=infra_token(svc))
+    assert deleted.status_code == 200, deleted.text
+    assert await selected(f"run={run},rack=r1") == [hosts[0]]
+
+    # Reverting the deletion brings the item back under its labels; reverting the move, too.
+    for change in (deleted.json(), moved):
+        reverted = await svc.client.post(
+            f"/v1/change-sets/{change['change_set_id']}/revert", headers=infra_token(svc)
+        )
+        assert reverted.status_code == 201, reverted.text
+    assert await selected(f"run={run},rack=r0") == [hosts[0], hosts[2]]
+    assert await selected(f"run={run},rack=r1") == [hosts[1]]
+
+    imported = await svc.client.post(
+        "/v1/import",
+        content=json.dumps(
+            {"kind": "host", "id": f"{run}-h9"} | host_body(zone, pool, labels={"run": run})
+        ),
+        headers=infra_token(svc) | {"content-type": "application/x-ndjson"},
+    )
+    assert imported.status_code == 200, imported.text
+    assert await selected(f"run={run}") == [*hosts, f"{run}-h9"]
+
+
 async def test_bad_input_is_refused_with_paths_and_nothing_is_half_applied(
     svc: RunningService,
 ) -> None:

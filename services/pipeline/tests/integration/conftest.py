@@ -217,6 +217,34 @@ async def upload(client: httpx.AsyncClient, headers: dict[str, str], data: bytes
     return str(response.json()["sha256"])
 
 
+async def request_deploy(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    app: str,
+    version: str,
+    artifact: str,
+    batch: dict[str, Any],
+    replicas: int | None = None,
+) -> str:
+    """Ask for a deploy (a fresh idempotency key); the id of the accepted change."""
+    target: dict[str, Any] = {"version": version, "artifact": artifact}
+    if replicas is not None:
+        target["replicas"] = replicas
+    created = await client.post(
+        "/v1/changes",
+        headers=headers,
+        json={
+            "app": app,
+            "kind": "deploy",
+            "idempotency_key": unique("rel"),
+            "target": target,
+            "batch": batch,
+        },
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
 async def wait_for_change(
     client: httpx.AsyncClient,
     change_id: str,
@@ -285,6 +313,7 @@ class Kit:
     artifacts: Artifacts
     pipeline: Callable[..., Any] = pipeline
     upload: Callable[..., Any] = upload
+    request_deploy: Callable[..., Any] = request_deploy
     wait_for_change: Callable[..., Any] = wait_for_change
     finished: Callable[[dict[str, Any]], bool] = finished
     read_events: Callable[..., Any] = read_events

@@ -61,19 +61,7 @@ async def test_a_rollout_killed_mid_batch_resumes_without_orphans_or_duplicates(
         await service.wait_ready()
         async with httpx.AsyncClient(base_url=service.url, trust_env=False) as client:
             slow = await kit.upload(client, headers, kit.artifacts.slow, "shop-slow.pyz")
-            created = await client.post(
-                "/v1/changes",
-                headers=headers,
-                json={
-                    "app": app,
-                    "kind": "deploy",
-                    "idempotency_key": unique("rel"),
-                    "target": {"version": "v1", "artifact": slow, "replicas": 6},
-                    "batch": {"size": 1},
-                },
-            )
-            assert created.status_code == 201, created.text
-            change_id = created.json()["id"]
+            change_id = await kit.request_deploy(client, headers, app, "v1", slow, {"size": 1}, 6)
             await kit.wait_for_change(
                 client,
                 change_id,
@@ -129,19 +117,7 @@ async def test_an_automatic_rollback_killed_mid_batch_resumes_and_finishes_once(
     async def deploy(
         client: httpx.AsyncClient, version: str, artifact: str, batch: dict[str, int]
     ) -> str:
-        created = await client.post(
-            "/v1/changes",
-            headers=headers,
-            json={
-                "app": app,
-                "kind": "deploy",
-                "idempotency_key": unique("rel"),
-                "target": {"version": version, "artifact": artifact, "replicas": 6},
-                "batch": batch,
-            },
-        )
-        assert created.status_code == 201, created.text
-        return str(created.json()["id"])
+        return str(await kit.request_deploy(client, headers, app, version, artifact, batch, 6))
 
     try:
         service.start()

@@ -33,19 +33,8 @@ async def test_an_instance_killed_outside_any_change_is_replaced_in_another_zone
     async with kit.pipeline(kit.infra, kit.cmdb, tmp_path) as svc:
         team = svc.auth("ci", "team:shop-team")
         good = await kit.upload(svc.client, team, kit.artifacts.good, "shop.pyz")
-        created = await svc.client.post(
-            "/v1/changes",
-            headers=team,
-            json={
-                "app": app,
-                "kind": "deploy",
-                "idempotency_key": unique("rel"),
-                "target": {"version": "v1", "artifact": good, "replicas": 2},
-                "batch": {"size": 2},
-            },
-        )
-        assert created.status_code == 201, created.text
-        deployed = await kit.wait_for_change(svc.client, created.json()["id"], kit.finished)
+        created = await kit.request_deploy(svc.client, team, app, "v1", good, {"size": 2}, 2)
+        deployed = await kit.wait_for_change(svc.client, created, kit.finished)
         assert deployed["state"] == "succeeded", deployed["reason"]
         before = (await svc.client.get(f"/v1/apps/{app}/instances")).json()
         assert len(before) == 2 and len({i["zone"] for i in before}) == 2

@@ -153,22 +153,11 @@ async def test_a_ready_version_that_errs_is_rolled_back_by_the_monitor_gate(
                 errs = await kit.upload(svc.client, team, kit.artifacts.errors, "shop-errors.pyz")
 
                 async def deploy(version: str, artifact: str, size: int) -> dict[str, Any]:
-                    created = await svc.client.post(
-                        "/v1/changes",
-                        headers=team,
-                        json={
-                            "app": app,
-                            "kind": "deploy",
-                            "idempotency_key": unique("rel"),
-                            "target": {"version": version, "artifact": artifact, "replicas": 3},
-                            "batch": {"size": size},
-                        },
+                    created = await kit.request_deploy(
+                        svc.client, team, app, version, artifact, {"size": size}, 3
                     )
-                    assert created.status_code == 201, created.text
                     return dict(
-                        await kit.wait_for_change(
-                            svc.client, created.json()["id"], kit.finished, timeout=90
-                        )
+                        await kit.wait_for_change(svc.client, created, kit.finished, timeout=90)
                     )
 
                 # A healthy release passes the gate: the monitor sees its traffic and no errors,

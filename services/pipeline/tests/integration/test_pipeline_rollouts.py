@@ -43,49 +43,18 @@ async def test_a_release_rolls_out_in_zone_spread_batches_and_a_bad_version_roll
         good = await kit.upload(svc.client, team, kit.artifacts.good, "shop.pyz")
         bad = await kit.upload(svc.client, team, kit.artifacts.bad, "shop-bad.pyz")
 
-        first = await svc.client.post(
-            "/v1/changes",
-            headers=team,
-            json={
-                "app": app,
-                "kind": "deploy",
-                "idempotency_key": unique("rel"),
-                "target": {"version": "v1", "artifact": good, "replicas": 3},
-                "batch": {"size": 3},
-            },
-        )
-        assert first.status_code == 201, first.text
+        first = await kit.request_deploy(svc.client, team, app, "v1", good, {"size": 3}, 3)
         # The second release is asked for at once; it waits for the first to finish.
-        second = await svc.client.post(
-            "/v1/changes",
-            headers=team,
-            json={
-                "app": app,
-                "kind": "deploy",
-                "idempotency_key": unique("rel"),
-                "target": {"version": "v2", "artifact": good, "replicas": 6},
-                "batch": {"size": 2},
-            },
-        )
-        v1 = await kit.wait_for_change(svc.client, first.json()["id"], kit.finished)
+        second = await kit.request_deploy(svc.client, team, app, "v2", good, {"size": 2}, 6)
+        v1 = await kit.wait_for_change(svc.client, first, kit.finished)
         assert v1["state"] == "succeeded", v1["reason"]
-        v2 = await kit.wait_for_change(svc.client, second.json()["id"], kit.finished)
+        v2 = await kit.wait_for_change(svc.client, second, kit.finished)
         assert v2["state"] == "succeeded", v2["reason"]
         assert v2["started_at"] >= v1["finished_at"]
         assert v2["rollout"]["batches"] >= 3
 
-        third = await svc.client.post(
-            "/v1/changes",
-            headers=team,
-            json={
-                "app": app,
-                "kind": "deploy",
-                "idempotency_key": unique("rel"),
-                "target": {"version": "v3", "artifact": bad},
-                "batch": {"size": 2},
-            },
-        )
-        v3 = await kit.wait_for_change(svc.client, third.json()["id"], kit.finished)
+        third = await kit.request_deploy(svc.client, team, app, "v3", bad, {"size": 2})
+        v3 = await kit.wait_for_change(svc.client, third, kit.finished)
         assert v3["state"] == "rolled_back", v3
         assert "not ready" in v3["reason"]
 
@@ -194,18 +163,8 @@ async def test_a_duplicate_change_request_creates_one_change_and_bad_input_is_re
 
         # A plan that cannot fit fails at once, with the reason in deploy-done.
         good = await kit.upload(svc.client, team, kit.artifacts.good, "shop.pyz")
-        huge = await svc.client.post(
-            "/v1/changes",
-            headers=team,
-            json={
-                "app": app,
-                "kind": "deploy",
-                "idempotency_key": unique("k"),
-                "target": {"version": "v1", "artifact": good, "replicas": 500},
-                "batch": {"percent": 10},
-            },
-        )
-        failed = await kit.wait_for_change(svc.client, huge.json()["id"], kit.finished)
+        huge = await kit.request_deploy(svc.client, team, app, "v1", good, {"percent": 10}, 500)
+        failed = await kit.wait_for_change(svc.client, huge, kit.finished)
         assert failed["state"] == "failed" and "not enough capacity" in failed["reason"]
         events = await kit.read_events(
             kit.infra,
@@ -246,18 +205,8 @@ async def test_pause_resume_abort_and_freeze_over_http(kit: Any, tmp_path: Path)
         ).status_code == 403
         frozen = await svc.client.put("/v1/freeze", headers=admin, json={"reason": "black friday"})
         assert frozen.status_code == 200
-        held = await svc.client.post(
-            "/v1/changes",
-            headers=team,
-            json={
-                "app": app,
-                "kind": "deploy",
-                "idempotency_key": unique("rel"),
-                "target": {"version": "v1", "artifact": good, "replicas": 5},
-                "batch": {"size": 1, "canary": {"instances": 1, "resume": "manual"}},
-            },
-        )
-        change_id = held.json()["id"]
+        canary = {"size": 1, "canary": {"instances": 1, "resume": "manual"}}
+        change_id = await kit.request_deploy(svc.client, team, app, "v1", good, canary, 5)
         waiting = await kit.wait_for_change(
             svc.client, change_id, lambda c: "frozen" in c["reason"]
         )
