@@ -84,13 +84,14 @@ class AppModel:
         desired = self.desired if self.desired is not None else max(ready, 1)
         policy_load = load
         # Load per instance at 100% of the binding limit (CPU or latency), as the policies and
-        # the offline simulator define capacity.
+        # the offline simulator define capacity: what one instance serves within the targets,
+        # scaled from the CPU target to all of it (the declared capacity, before any data).
         capacity = estimate.per_instance / self.targets.cpu_utilisation
         if self.policy.name == "hpa":
             # The HPA scales on CPU utilisation: the work served over a static request (the
             # declared capacity; it learns nothing), and a saturated instance's CPU follows the
             # work it serves, not the requests it refuses.
-            capacity = self.capacity.prior_per_instance
+            capacity = self.capacity.prior_at_saturation
             if values.error_rate is not None and math.isfinite(load):
                 policy_load = load * (1.0 - values.error_rate)
         decision = self.policy.decide(

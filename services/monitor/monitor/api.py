@@ -25,7 +25,7 @@ from monitor.handlers import (
     record_observation,
     replace_rules,
     store_push,
-    withdraw_target,
+    withdraw_targets,
 )
 from monitor.loops import Monitor
 from monitor.rules import expand, rule_from_spec
@@ -43,6 +43,8 @@ from monitor.schemas import (
     RulesOut,
     SampleIn,
     TargetOut,
+    WithdrawIn,
+    WithdrawnOut,
 )
 from monitor.views import list_alerts, list_announced, list_targets, metric_range, rules_of
 from ooda.auth import Actor, requires
@@ -172,13 +174,33 @@ async def delete_announced_target(
     request: Request,
     actor: Annotated[Actor, Depends(requires("deploy"))],
 ) -> Response:
-    rt = _runtime(request)
-    async with rt.sessions() as session, session.begin():
-        found = await withdraw_target(session, app, instance_id)
-    if not found:
+    if not await _withdraw(request, app, [instance_id]):
         raise HTTPException(404, f"{instance_id} is not announced for {app}")
-    request.app.state.monitor.request_refresh()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/apps/{app}/announced-targets/withdraw",
+    response_model=WithdrawnOut,
+    tags=["targets"],
+    summary="Withdraw announced instances that stopped (ids not announced are ignored)",
+)
+async def post_withdraw_targets(
+    app: AppId,
+    body: WithdrawIn,
+    request: Request,
+    actor: Annotated[Actor, Depends(requires("deploy"))],
+) -> WithdrawnOut:
+    return WithdrawnOut(app=app, withdrawn=await _withdraw(request, app, body.instance_ids))
+
+
+async def _withdraw(request: Request, app: str, instance_ids: list[str]) -> list[str]:
+    """Forget these announced instances of `app` and rescrape without them; those it had."""
+    async with _runtime(request).sessions() as session, session.begin():
+        found = await withdraw_targets(session, app, instance_ids)
+    if found:
+        request.app.state.monitor.request_refresh()
+    return found
 
 
 @router.get(

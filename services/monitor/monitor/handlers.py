@@ -237,14 +237,19 @@ async def announce_targets(
     )
 
 
-async def withdraw_target(session: AsyncSession, app: str, instance_id: str) -> bool:
-    """Forget one announced instance of `app`; False when there was none."""
+async def withdraw_targets(
+    session: AsyncSession, app: str, instance_ids: Iterable[str]
+) -> list[str]:
+    """Forget announced instances of `app`; the ids of those that were announced."""
     gone = await session.execute(
         delete(announced_targets)
-        .where(announced_targets.c.app == app, announced_targets.c.instance_id == instance_id)
+        .where(
+            announced_targets.c.app == app,
+            announced_targets.c.instance_id.in_(list(instance_ids)),
+        )
         .returning(announced_targets.c.instance_id)
     )
-    return gone.first() is not None
+    return sorted(gone.scalars())
 
 
 async def live_announced(

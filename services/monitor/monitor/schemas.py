@@ -249,6 +249,23 @@ class AnnounceIn(BaseModel):
     ttl_seconds: float = Field(600.0, ge=1, le=3600, description="default 10 minutes")
 
 
+class WithdrawIn(BaseModel):
+    """Announced instances that stopped (a rollout rolled back, an instance was replaced)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance_ids: list[Annotated[str, Field(pattern=INSTANCE_ID_PATTERN, max_length=200)]] = Field(
+        min_length=1, max_length=1000
+    )
+
+
+class WithdrawnOut(BaseModel):
+    """What a withdrawal found announced (and now no longer scrapes, unless the CMDB lists it)."""
+
+    app: str
+    withdrawn: list[str]
+
+
 class AnnouncedTargetOut(BaseModel):
     """One announced instance, scraped until `expires_at` or until the CMDB lists it."""
 

@@ -125,7 +125,7 @@ class Executor:
         self.health_timeout_s = health_timeout_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._specs: dict[str, AppSpec] = {}
-        # At most `probe_concurrency` readiness probes are in flight (each is a connection).
+        # At most `probe_concurrency` probes (readiness, liveness) are in flight, each a connection.
         self._probes = asyncio.Semaphore(probe_concurrency)
         self._wake = asyncio.Event()
         self.liveness_s = liveness_s
@@ -245,10 +245,15 @@ class Executor:
             ]
         ids = [row["id"] for row in watched]
         alive = await asyncio.to_thread(lambda: {i: self.driver.alive(i) for i in ids})
+        # The ports of the live ones are tried side by side, as many at once as readiness probes.
+        answers = await asyncio.gather(
+            *(self._port_answers(row) for row in watched if alive[row["id"]])
+        )
+        answering = dict(zip((r["id"] for r in watched if alive[r["id"]]), answers, strict=True))
         now = time.monotonic()
         down: dict[str, list[dict[str, Any]]] = {}
         for row in watched:
-            if not alive[row["id"]] or not await self._port_answers(row):
+            if not answering.get(row["id"], False):
                 down.setdefault(row["app"], []).append(row)
         since = self._down_since
         self._down_since = {
@@ -260,15 +265,15 @@ class Executor:
             if any(now - self._down_since[row["id"]] >= self.liveness_grace_s for row in gone):
                 await self._heal(app, gone)
 
-    @staticmethod
-    async def _port_answers(row: dict[str, Any]) -> bool:
+    async def _port_answers(self, row: dict[str, Any]) -> bool:
         """False when a ready instance's port refuses connections (busy or slow is not dead)."""
         if row["status"] != "running" or not row["port"]:
             return True
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", row["port"]), 2.0
-            )
+            async with self._probes:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", row["port"]), 2.0
+                )
         except ConnectionRefusedError:
             return False
         except (OSError, TimeoutError):
@@ -510,7 +515,7 @@ class Executor:
             with contextlib.suppress(Exception):
                 spec = await self._spec(app)
         began = time.perf_counter()
-        await self._stop_all([stop.instance_id for stop in batch.stop_first])
+        await self._stop_all(app, [stop.instance_id for stop in batch.stop_first])
         for start in batch.start:
             if start.version not in versions:
                 return f"no artifact is known for version {start.version}"
@@ -591,7 +596,7 @@ class Executor:
             reason = await gate.check(app, gate_view)
             if reason is not None:
                 return f"metric gate: {reason}"
-        await self._stop_all([stop.instance_id for stop in batch.stop])
+        await self._stop_all(app, [stop.instance_id for stop in batch.stop])
         BATCH_SECONDS.labels(phase="total").observe(time.perf_counter() - began)
         return None
 
@@ -659,8 +664,9 @@ class Executor:
         for instance_id in ids:
             self.driver.stop(instance_id)
 
-    async def _stop_all(self, ids: Sequence[str]) -> None:
-        """Stop the instances one after the other, then mark them stopped in one transaction."""
+    async def _stop_all(self, app: str, ids: Sequence[str]) -> None:
+        """Stop the instances one after the other, mark them stopped in one transaction, and
+        tell the metric gates (which stop observing them)."""
         if not ids:
             return
         t0 = time.perf_counter()
@@ -672,6 +678,8 @@ class Executor:
                 .values(status="stopped", stopped_at=self.clock())
             )
         BATCH_SECONDS.labels(phase="stop").observe(time.perf_counter() - t0)
+        for gate in self.gates:
+            await gate.forget(app, ids)
 
 
 _ROWS_PER_INSERT = 1000  # 8 parameters a row, well under PostgreSQL's 32,767 per statement

@@ -39,6 +39,10 @@ class MetricGate(Protocol):
         """Return None when the batch looks healthy, or the reason it does not."""
         ...
 
+    async def forget(self, app: str, stopped: Sequence[str]) -> None:
+        """These instances stopped (a batch rolled back, a scale-in): stop observing them."""
+        ...
+
 
 class ProbeError(Exception):
     """A readiness probe got no HTTP answer it could read."""
@@ -138,6 +142,7 @@ async def wait_ready(
 ERROR_RATE = "error_rate"  # the monitor's per-application aggregates (its `Metric` names)
 LATENCY_P99_MS = "latency_p99_ms"
 REQUEST_RATE = "request_rate"
+_WITHDRAW_CHUNK = 1000  # instance ids per withdrawal request (the monitor takes at most 1,000)
 _MAX_SKIP_S = 60.0  # the longest scrape interval the gate waits out after an announce
 
 
@@ -307,10 +312,9 @@ class MonitorGate:
             ],
             "ttl_seconds": self.announce_ttl_s,
         }
-        headers = {"Authorization": f"Bearer {self.token()}"} if self.token is not None else {}
         try:
             response = await client.post(
-                f"/v1/apps/{app}/announced-targets", json=body, headers=headers
+                f"/v1/apps/{app}/announced-targets", json=body, headers=self._headers()
             )
             if response.status_code != 200:
                 raise ValueError(f"HTTP {response.status_code}: {response.text[:500]}")
@@ -324,6 +328,35 @@ class MonitorGate:
             )
             return self.clock()
         return self.clock() + skip
+
+    async def forget(self, app: str, stopped: Sequence[str]) -> None:
+        """Withdraw stopped instances from the monitor, which would otherwise try to scrape them
+        until their announcement expires (`announce_ttl_s`); ids never announced are ignored.
+        A monitor that cannot be reached is logged: the announcements then just expire."""
+        try:
+            async with httpx.AsyncClient(
+                base_url=self.monitor_url, transport=self.transport, trust_env=False, timeout=5.0
+            ) as client:
+                for first in range(0, len(stopped), _WITHDRAW_CHUNK):
+                    chunk = list(stopped[first : first + _WITHDRAW_CHUNK])
+                    response = await client.post(
+                        f"/v1/apps/{app}/announced-targets/withdraw",
+                        json={"instance_ids": chunk},
+                        headers=self._headers(),
+                    )
+                    if response.status_code != 200:
+                        raise ValueError(f"HTTP {response.status_code}: {response.text[:500]}")
+        except (httpx.HTTPError, ValueError) as error:
+            log.warning(
+                "metric gate: cannot withdraw %s's stopped instances from the monitor"
+                " (their announcements expire within %gs): %s",
+                app,
+                self.announce_ttl_s,
+                error,
+            )
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"} if self.token is not None else {}
 
     async def _windows(self, client: httpx.AsyncClient, app: str, since: datetime) -> list[Window]:
         ranges = {}

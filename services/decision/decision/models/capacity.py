@@ -29,7 +29,7 @@ class Targets:
 class CapacityEstimate:
     """Load one instance serves within targets, how much data backs it and what limits it."""
 
-    per_instance: float
+    per_instance: float  # within every target: CPU at its target share, latency within its SLO
     at_saturation: float  # load per instance at 100% CPU (what the simulator calls C)
     observations: int
     limited_by: str  # "prior", "cpu" or "latency"
@@ -42,16 +42,18 @@ class CapacityEstimator:
 
     def __init__(
         self,
-        prior_per_instance: float,
+        prior_at_saturation: float,
         *,
         prior_weight: float = 20.0,
         forgetting: float = 0.995,
         latency_safety: float = 0.95,
         latency_memory: float = 0.999,
     ) -> None:
-        if prior_per_instance <= 0:
+        if prior_at_saturation <= 0:
             raise ValueError("prior capacity per instance must be positive")
-        self.prior_per_instance = prior_per_instance
+        # The declared capacity (a spec's `capacity_rps`): the load one instance serves at 100%,
+        # the most it takes before it refuses requests (as the sample workload does).
+        self.prior_at_saturation = prior_at_saturation
         self.prior_weight = prior_weight
         self.forgetting = forgetting
         self.latency_safety = latency_safety
@@ -96,12 +98,14 @@ class CapacityEstimator:
 
     def _fit(self) -> tuple[float, float]:
         """Idle CPU and CPU per unit of load per instance, shrunk toward the prior."""
-        prior_slope = self._targets.cpu_utilisation / self.prior_per_instance
+        target = self._targets.cpu_utilisation
+        prior_slope = 1.0 / self.prior_at_saturation
         lam = self.prior_weight
-        # The prior is pseudo-observations: CPU at target when load per instance is the prior
-        # capacity (weight `lam`) and no CPU at no load (weight `lam/4`); they keep the line
-        # identifiable when load per instance barely varies, and real data outweighs them quickly.
-        x0 = self.prior_per_instance
+        # The prior is pseudo-observations on the line of the declared capacity (all the CPU at
+        # that load): CPU at its target when load per instance is that share of the capacity
+        # (weight `lam`) and no CPU at no load (weight `lam/4`); they keep the line identifiable
+        # when load per instance barely varies, and real data outweighs them quickly.
+        x0 = target * self.prior_at_saturation
         sw = self._sw + 1.25 * lam
         sx = self._sx + lam * x0
         sy = self._sy + lam * prior_slope * x0
@@ -120,10 +124,11 @@ class CapacityEstimator:
         idle, slope = self._fit()
         target = self._targets.cpu_utilisation
         if self._count == 0 or slope <= 0 or target <= idle:
-            cpu_cap, source = self.prior_per_instance, "prior"
+            saturation, source = self.prior_at_saturation, "prior"
+            cpu_cap = target * saturation
         else:
             cpu_cap, source = (target - idle) / slope, "cpu"
-        saturation = cpu_cap / target if source == "prior" else (1.0 - idle) / slope
+            saturation = (1.0 - idle) / slope
         latency_cap = self.latency_safety * self._breach_load
         if latency_cap < cpu_cap:
             return CapacityEstimate(latency_cap, saturation, self._count, "latency", slope, idle)

@@ -142,6 +142,34 @@ async def test_announced_targets_are_scraped_merged_with_sd_expire_and_survive_a
         assert (await client.delete(f"{path}/old-a-alias", headers=deployer)).status_code == 204
         assert (await client.delete(f"{path}/old-a-alias", headers=deployer)).status_code == 404
 
+        # Several at once (a rolled-back batch): those announced are withdrawn and no longer
+        # scraped; ids never announced (or announced for another app) are ignored.
+        fleet.spawn(app, "gone-d", rate=10.0, listed=False)
+        fleet.spawn(app, "gone-e", rate=10.0, listed=False)
+        batch = {"targets": [announced(fleet, "gone-d"), announced(fleet, "gone-e")]}
+        assert (await client.post(path, json=batch, headers=deployer)).status_code == 200
+
+        async def batch_seen() -> bool:
+            found = await targets_of(client, app)
+            return bool(found.get("gone-d", {}).get("up") and found.get("gone-e", {}).get("up"))
+
+        await wait_for(batch_seen, timeout=10)
+        stopped = {"instance_ids": ["gone-d", "gone-e", "never-announced"]}
+        assert (await client.post(f"{path}/withdraw", json=stopped)).status_code == 401
+        withdrawn = await client.post(f"{path}/withdraw", json=stopped, headers=deployer)
+        assert withdrawn.status_code == 200, withdrawn.text
+        assert withdrawn.json() == {"app": app, "withdrawn": ["gone-d", "gone-e"]}
+
+        async def batch_gone() -> bool:
+            return not {"gone-d", "gone-e"} & set(await targets_of(client, app))
+
+        await wait_for(batch_gone, timeout=10)
+        listed = {t["instance_id"] for t in (await client.get(path)).json()["targets"]}
+        assert not {"gone-d", "gone-e"} & listed and "new-b" in listed
+        for bad in ({"instance_ids": []}, {"instance_ids": ["bad id"]}, {"ids": ["gone-d"]}):
+            refused = await client.post(f"{path}/withdraw", json=bad, headers=deployer)
+            assert refused.status_code == 422, (bad, refused.text)
+
     # A restarted monitor keeps scraping the announced instance (it is in its database).
     async with run_monitor(settings) as running:
         client = running.client

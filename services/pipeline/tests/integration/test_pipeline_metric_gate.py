@@ -182,14 +182,19 @@ async def test_a_ready_version_that_errs_is_rolled_back_by_the_monitor_gate(
                 assert sorted(i["version"] for i in live) == ["v1", "v1", "v1"]
                 assert {i["id"] for i in live} == kit.running_instance_ids(tmp_path / "data")
                 # The monitor judged v2 from the announced instance: the CMDB never listed it.
+                # The rollback withdrew the announcement: the monitor scrapes v1 alone, from SD.
                 assert "v2" not in listed and "v1" in listed
                 async with httpx.AsyncClient(base_url=monitor.url, trust_env=False) as client:
-                    targets = (await client.get("/v1/targets", params={"app": app})).json()
-                by_version = {(t["labels"].get("version"), t["source"]) for t in targets}
-                assert ("v2", "announced") in by_version, targets
-                assert {t["source"] for t in targets if t["labels"].get("version") == "v1"} == {
-                    "sd"
-                }, targets
+                    announced = await client.get(f"/v1/apps/{app}/announced-targets")
+                    assert announced.json()["targets"] == [], announced.text
+                    for _ in range(100):  # the monitor rescrapes without it at once
+                        targets = (await client.get("/v1/targets", params={"app": app})).json()
+                        seen = {(t["labels"].get("version"), t["source"]) for t in targets}
+                        if seen == {("v1", "sd")} and len(targets) == 3:
+                            break
+                        await asyncio.sleep(0.1)
+                    else:
+                        raise AssertionError(f"the monitor's targets of {app}: {targets}")
             finally:
                 await stop(background)
     finally:

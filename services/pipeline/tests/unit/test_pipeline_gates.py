@@ -89,8 +89,18 @@ class FakeMonitor:
         self.announce_answer: httpx.Response | Exception = httpx.Response(
             200, json={"app": "shop", "scrape_interval_s": 0.2, "targets": []}
         )
+        self.withdrawn: list[tuple[list[str], str | None]] = []
+        self.withdraw_answer: httpx.Response | Exception = httpx.Response(
+            200, json={"app": "shop", "withdrawn": []}
+        )
 
     def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/apps/shop/announced-targets/withdraw":
+            ids = json.loads(request.content)["instance_ids"]
+            self.withdrawn.append((ids, request.headers.get("authorization")))
+            if isinstance(self.withdraw_answer, Exception):
+                raise self.withdraw_answer
+            return self.withdraw_answer
         if request.method == "POST":
             assert request.url.path == "/v1/apps/shop/announced-targets"
             body = json.loads(request.content)
@@ -272,6 +282,31 @@ async def test_an_odd_scrape_interval_in_the_answer_does_not_stall_the_gate() ->
     checking = gate(monitor, Limits(0.001), observe_s=0.2, scrape_interval_s=0.1)
     assert await checking.check("shop", BATCH) is None
     assert 0.3 <= loop.time() - t0 < 2.0  # its own interval instead
+
+
+async def test_stopped_instances_are_withdrawn_in_chunks_with_the_token() -> None:
+    monitor = FakeMonitor({})
+    stopped = [f"shop-v2-{n}" for n in range(2500)]
+    await gate(monitor, Limits(0.001), token=lambda: "t0k").forget("shop", stopped)
+    assert [len(ids) for ids, _ in monitor.withdrawn] == [1000, 1000, 500]
+    assert [i for ids, _ in monitor.withdrawn for i in ids] == stopped
+    assert {auth for _, auth in monitor.withdrawn} == {"Bearer t0k"}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [httpx.Response(403, json={"detail": "no"}), httpx.ConnectError("refused")],
+    ids=["refused", "unreachable"],
+)
+async def test_a_failed_withdrawal_is_logged_and_does_not_fail_the_stop(
+    answer: httpx.Response | Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor = FakeMonitor({})
+    monitor.withdraw_answer = answer
+    with caplog.at_level(logging.WARNING, logger="pipeline.gates"):
+        await gate(monitor, Limits(0.001)).forget("shop", ["shop-v2-a", "shop-v2-b"])
+    assert len(monitor.withdrawn) == 1
+    assert "cannot withdraw shop's stopped instances" in caplog.text
 
 
 async def test_a_batch_without_new_instances_announces_nothing() -> None:
