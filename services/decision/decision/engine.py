@@ -147,6 +147,8 @@ class Engine:
         self.default_policy = default_policy
         self.prior_capacity_rps = prior_capacity_rps
         self.default_delay_s = default_delay_s
+        # App -> spec hints the refresher found changed, for the consumer's next window.
+        self.fresh_hints: dict[str, SpecHints | None] = {}
         self.models: dict[str, AppModel] = {}
 
     def new_model(self, app: str, hints: SpecHints | None, delay_s: float | None) -> AppModel:

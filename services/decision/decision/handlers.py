@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -54,6 +55,10 @@ HINTS_REFRESH_S = 30.0
 """How often the spec is asked for again (an owner may change the policy or its bounds)."""
 HINTS_RETRY_S = 5.0
 """How soon to ask again when the CMDB could not say (the model runs on defaults meanwhile)."""
+HINTS_TICK_S = 1.0
+"""How often the refresher looks for models whose spec is due to be asked for again."""
+HINTS_IN_FLIGHT = 8
+"""Spec requests the refresher has open at once."""
 
 
 async def _ask_hints(specs: SpecSource, app: str) -> tuple[SpecHints | None, bool]:
@@ -65,29 +70,63 @@ async def _ask_hints(specs: SpecSource, app: str) -> tuple[SpecHints | None, boo
         return None, False
 
 
+async def refresh_hints(engine: Engine, specs: SpecSource) -> None:
+    """Ask the CMDB again for the spec of every model that is due, outside any transaction.
+
+    Runs for the service's lifetime. Specs that changed (or became known) wait in
+    `engine.fresh_hints` for the consumer, which rebuilds the model at its next window; so a slow
+    or unreachable CMDB never holds the consumer or a database transaction up (only a model's
+    first build asks it directly, so that its first decision follows the declared spec).
+    """
+    limit = asyncio.Semaphore(HINTS_IN_FLIGHT)
+
+    async def refresh(model: AppModel) -> None:
+        async with limit:
+            hints, known = await _ask_hints(specs, model.app)
+        model.hints_checked = time.monotonic()
+        if known and (not model.hints_known or hints != model.hints):
+            engine.fresh_hints[model.app] = hints
+
+    while True:
+        now = time.monotonic()
+        due = [
+            model
+            for model in list(engine.models.values())
+            if now - model.hints_checked
+            >= (HINTS_REFRESH_S if model.hints_known else HINTS_RETRY_S)
+        ]
+        try:
+            await asyncio.gather(*(refresh(model) for model in due))
+        except Exception:  # a spec it cannot read must not end the refreshing of the others
+            log.exception("refreshing spec hints failed; trying again")
+        await asyncio.sleep(HINTS_TICK_S)
+
+
 async def _current_model(
     session: AsyncSession, engine: Engine, specs: SpecSource, app: str, before: datetime
 ) -> AppModel:
-    """The app's model; rebuilt from its history when its spec hints changed or became known."""
+    """The app's model; rebuilt from its history when the refresher found its spec changed."""
     model = engine.models.get(app)
-    if model is not None:
-        wait = HINTS_REFRESH_S if model.hints_known else HINTS_RETRY_S
-        if time.monotonic() - model.hints_checked >= wait:
-            hints, known = await _ask_hints(specs, app)
-            model.hints_checked = time.monotonic()
-            if known and (not model.hints_known or hints != model.hints):
-                log.info("spec hints of %s are now %s: rebuilding its model", app, hints)
-                engine.forget({app})
-                model = None
+    if model is not None and app in engine.fresh_hints:
+        hints = engine.fresh_hints.pop(app)
+        if not model.hints_known or hints != model.hints:
+            log.info("spec hints of %s are now %s: rebuilding its model", app, hints)
+            engine.forget({app})
+            return await _warm_model(session, engine, specs, app, before, (hints, True))
     return model or await _warm_model(session, engine, specs, app, before)
 
 
 async def _warm_model(
-    session: AsyncSession, engine: Engine, specs: SpecSource, app: str, before: datetime
+    session: AsyncSession,
+    engine: Engine,
+    specs: SpecSource,
+    app: str,
+    before: datetime,
+    known_hints: tuple[SpecHints | None, bool] | None = None,
 ) -> AppModel:
     """Rebuild an application's model by replaying its stored history before `before`."""
     state = (await session.execute(select(app_state).where(app_state.c.app == app))).one_or_none()
-    hints, known = await _ask_hints(specs, app)
+    hints, known = known_hints or await _ask_hints(specs, app)
     model = engine.new_model(app, hints, state.delay_s if state else None)
     model.hints, model.hints_known, model.hints_checked = hints, known, time.monotonic()
     history = await session.execute(

@@ -1,5 +1,6 @@
 """The decision service: its app factory and its entry point (`ooda-decision`)."""
 
+import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -9,6 +10,7 @@ from decision.cmdb import HttpSpecSource, SpecSource
 from decision.config import Settings
 from decision.consumer import subscriptions
 from decision.engine import Engine
+from decision.handlers import refresh_hints
 from decision.metrics import start_refresh
 from decision.store import messaging
 from ooda.service import Runtime, close_at_shutdown, create_service_app, run_service
@@ -25,6 +27,7 @@ def create_app(settings: ServiceSettings, specs: SpecSource | None = None) -> Fa
 
     async def on_start(rt: Runtime) -> None:
         await start_refresh(rt)
+        rt.tasks.append(asyncio.create_task(refresh_hints(engine, source)))
         if isinstance(source, HttpSpecSource):
             close_at_shutdown(rt, source)
 

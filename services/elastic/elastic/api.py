@@ -153,7 +153,7 @@ async def put_budget(
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
     if not known:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=f"unknown team {team!r}: no application in the CMDB is owned by it",
         )
     now = datetime.now(UTC)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from fastapi import Depends, FastAPI
-from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -99,15 +99,15 @@ def _app() -> FastAPI:
     return app
 
 
-def test_write_endpoints_answer_401_403_or_record_the_actor() -> None:
-    client = TestClient(_app())
-    assert client.post("/things").status_code == 401
-    bad = client.post("/things", headers={"Authorization": "Bearer nonsense"})
-    assert bad.status_code == 401 and "invalid token" in bad.json()["detail"]
-    other = issue_token(SECRET, "bob", ["team:search"])
-    denied = client.post("/things", headers={"Authorization": f"Bearer {other}"})
-    assert denied.status_code == 403 and "team:payments" in denied.json()["detail"]
-    ok = issue_token(SECRET, "alice", ["team:payments"])
-    assert client.post("/things", headers={"Authorization": f"Bearer {ok}"}).json() == {
-        "actor": "alice"
-    }
+async def test_write_endpoints_answer_401_403_or_record_the_actor() -> None:
+    transport = httpx.ASGITransport(app=_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        assert (await client.post("/things")).status_code == 401
+        bad = await client.post("/things", headers={"Authorization": "Bearer nonsense"})
+        assert bad.status_code == 401 and "invalid token" in bad.json()["detail"]
+        other = issue_token(SECRET, "bob", ["team:search"])
+        denied = await client.post("/things", headers={"Authorization": f"Bearer {other}"})
+        assert denied.status_code == 403 and "team:payments" in denied.json()["detail"]
+        ok = issue_token(SECRET, "alice", ["team:payments"])
+        mine = await client.post("/things", headers={"Authorization": f"Bearer {ok}"})
+        assert mine.json() == {"actor": "alice"}

@@ -206,17 +206,30 @@ class FlakySpecs:
 async def test_a_model_built_while_the_cmdb_was_down_is_rebuilt_once_its_spec_is_known(
     infra: Infra, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(handlers, "HINTS_RETRY_S", 0.0)
+    monkeypatch.setattr(handlers, "HINTS_RETRY_S", 0.2)
+    monkeypatch.setattr(handlers, "HINTS_TICK_S", 0.05)
     specs = FlakySpecs()
     async with running_service(
         infra, "decision", Settings, lambda s: create_app(s, specs=specs), MIGRATIONS
     ) as svc:
         app = unique("app")
         now = datetime.now(UTC).replace(microsecond=0)
-        await publish(svc, window(app, now - 2 * STEP, 10.0, 2))
+        await publish(svc, window(app, now - 3 * STEP, 10.0, 2))
         (first,) = await decisions(svc, app, 1)
         assert first["policy"] == "predictive"  # the service default, while the spec is unknown
+        # The refresher asks again in the background; the model is rebuilt at the next window.
         specs.answering = True
-        await publish(svc, window(app, now - STEP, 10.0, 2))
+        engine = svc.app.state.engine
+        async with asyncio.timeout(10):
+            while app not in engine.fresh_hints:
+                await asyncio.sleep(0.05)
+        await publish(svc, window(app, now - 2 * STEP, 10.0, 2))
         latest = (await decisions(svc, app, 2))[-1]
         assert latest["policy"] == "hpa"  # the declared policy, on the same history
+        assert app not in engine.fresh_hints
+        # A spec that stays the same rebuilds nothing.
+        engine.models[app].hints_checked = 0.0
+        async with asyncio.timeout(10):
+            while engine.models[app].hints_checked == 0.0:
+                await asyncio.sleep(0.05)
+        assert app not in engine.fresh_hints
