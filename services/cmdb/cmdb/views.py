@@ -96,8 +96,8 @@ def _scalar_fields(kind: str) -> dict[str, bool]:
 def selector_condition(kind: str, selector: Selector) -> ColumnElement[bool]:
     """The SQL condition on items of `kind` that a label selector means.
 
-    `key=value` (and `key in (value)`) reads the ids carrying the label from the label index
-    (`item_labels`, in id order); other requirements test the labels column itself.
+    `key=value` and `key in (a,b)` read the ids carrying the label from the label index
+    (`item_labels`, in id order for one value); other requirements test the labels column.
     """
     conditions: list[ColumnElement[bool]] = []
     labels = items.c.labels
@@ -108,23 +108,23 @@ def selector_condition(kind: str, selector: Selector) -> ColumnElement[bool]:
                 conditions.append(labels.has_key(req.key))
             case Operator.DOES_NOT_EXIST:
                 conditions.append(not_(labels.has_key(req.key)))
-            case Operator.EQUALS:
-                conditions.append(_carrying(kind, req.key, req.values[0]))
-            case Operator.IN if len(req.values) == 1:
-                conditions.append(_carrying(kind, req.key, req.values[0]))
+            case Operator.EQUALS | Operator.IN:
+                conditions.append(_carrying(kind, req.key, req.values))
             case Operator.NOT_EQUALS:
                 conditions.append(not_(labels.contains({req.key: req.values[0]})))
-            case Operator.IN:
-                conditions.append(value.in_(req.values))
             case Operator.NOT_IN:
                 conditions.append(or_(value.is_(None), value.not_in(req.values)))
     return and_(true_if_empty(), *conditions)
 
 
-def _carrying(kind: str, key: str, value: str) -> ColumnElement[bool]:
-    """Items of `kind` labelled `key=value`, by the label index."""
+def _carrying(kind: str, key: str, values: Sequence[str]) -> ColumnElement[bool]:
+    """Items of `kind` labelled `key` with one of `values`, by the label index (one value: its
+    ids in id order, a range of its primary key)."""
+    value = item_labels.c.value
     ids = select(item_labels.c.id).where(
-        item_labels.c.kind == kind, item_labels.c.key == key, item_labels.c.value == value
+        item_labels.c.kind == kind,
+        item_labels.c.key == key,
+        value == values[0] if len(values) == 1 else value.in_(values),
     )
     return items.c.id.in_(ids)
 

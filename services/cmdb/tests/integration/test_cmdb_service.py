@@ -230,6 +230,7 @@ async def test_selectors_follow_every_change_of_labels_deletes_and_reverts(
         await put(svc, f"/v1/hosts/{host}", host_body(zone, pool, labels=labels), infra_token(svc))
     assert await selected(f"run={run},rack=r0") == [hosts[0], hosts[2]]
     assert await selected(f"rack in (r1),run={run}") == [hosts[1]]
+    assert await selected(f"rack in (r1,r0,r9),run={run}") == hosts
 
     # A change of labels moves the item; a change of anything else leaves it where it was.
     moved = await put(
