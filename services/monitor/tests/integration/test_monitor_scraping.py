@@ -132,11 +132,12 @@ async def test_discovered_instances_are_aggregated_per_app_per_window_with_merge
 
         await wait_for(garbage_gone, timeout=15)
         events = await env.events(
-            "metric-observed", lambda found: len(full_windows(found, shop, 3)) >= 2
+            "metric-observed", lambda found: len(full_windows(found, shop, 3)) >= 4
         )
-        assert full_windows(events, shop, 3)[-1].values.request_rate == pytest.approx(
-            500.0, rel=0.1
-        )
+        # From shop-c's second window on its rate counts too; the median is robust to one
+        # window whose scrapes a loaded machine delayed (a rate over an uneven interval).
+        rates = [o.values.request_rate for o in full_windows(events, shop, 3)[1:]]
+        assert statistics.median(r for r in rates if r is not None) == pytest.approx(500.0, rel=0.1)
 
         # Range queries recombine the stored windows at a coarser step.
         start = windows[0].window_start
