@@ -66,7 +66,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import pipeline.executor as executor_module  # noqa: E402
 import pipeline.main as main_module  # noqa: E402
-from ooda.testing import REPO, Infra, resolve_infra, running_service, unique  # noqa: E402
+from ooda.testing import (  # noqa: E402
+    REPO,
+    Infra,
+    drop_database,
+    resolve_infra,
+    running_service,
+    unique,
+)
 from pipeline.config import Settings  # noqa: E402
 from pipeline.driver import Driver, InstanceSpec, runs_instance  # noqa: E402
 from pipeline.executor import Executor  # noqa: E402
@@ -291,20 +298,6 @@ def build_artifact(folder: Path) -> bytes:
     out = folder / "workload.pyz"
     subprocess.run([sys.executable, "-m", "zipapp", str(WORKLOAD), "-o", str(out)], check=True)
     return out.read_bytes()
-
-
-async def drop_database(infra: Infra, url: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    name = make_url(url).database
-    admin = infra.admin_url or url
-    admin = make_url(admin).set(database="postgres").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @contextlib.asynccontextmanager

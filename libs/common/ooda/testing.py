@@ -157,8 +157,10 @@ async def drop_database(infra: Infra, url: str) -> None:
     from sqlalchemy.engine import make_url
 
     name = make_url(url).database
-    admin_url = infra.admin_url or url
-    conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
+    # Connected to another database than the one dropped (`postgres`, which always exists).
+    admin = make_url(infra.admin_url or url).set(database="postgres")
+    dsn = admin.render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -325,7 +327,6 @@ async def running_service(
                 yield RunningService(app, client, settings, prefix)
     finally:
         await delete_topics(infra, prefix)
-        await drop_database(infra, url)
 
 
 async def platform_processes(

@@ -36,7 +36,6 @@ from ooda.testing import (
     create_database,
     create_topics,
     delete_topics,
-    drop_database,
     unique,
 )
 
@@ -239,7 +238,6 @@ async def env(infra: Infra) -> AsyncIterator[Env]:
     await wait_and_upgrade(MIGRATIONS, url)
     yield Env(infra, prefix, url)
     await delete_topics(infra, prefix)
-    await drop_database(infra, url)
 
 
 @dataclass

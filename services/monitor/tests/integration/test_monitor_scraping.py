@@ -80,8 +80,10 @@ async def test_discovered_instances_are_aggregated_per_app_per_window_with_merge
         )
         windows = full_windows(events, shop, 2)
         rates = [o.values.request_rate for o in windows]
+        # The median is exact; a single window moves by as much as a scrape was delayed on a
+        # loaded machine (the next one by as much the other way), so each is only near it.
         assert statistics.median(rates) == pytest.approx(400.0, rel=0.05)
-        assert all(r == pytest.approx(400.0, rel=0.15) for r in rates)
+        assert all(r == pytest.approx(400.0, rel=0.3) for r in rates), rates
         p99s = [o.values.latency_p99_ms for o in windows]
         assert statistics.median(p99s) == pytest.approx(RAW_P99_MS, rel=0.1)
         assert statistics.median(o.values.error_rate for o in windows) == pytest.approx(
