@@ -83,29 +83,18 @@ def _kind(name: str) -> str:
 async def _page(
     request: Request, kind: str, selector: str, sort: str, limit: int, cursor: str | None
 ) -> ItemPage | Response:
-    filters = {k: v for k, v in request.query_params.items() if k not in RESERVED}
-    parsed = _selector(selector)
+    page: dict[str, Any] = {
+        "filters": {k: v for k, v in request.query_params.items() if k not in RESERVED},
+        "selector": _selector(selector),
+        "sort": sort,
+        "limit": limit,
+        "cursor": cursor,
+    }
     async with reads(request) as session:
         if kind != "host":  # the stored JSON as it is, no parse and dump
-            text = await views.list_items_json(
-                session,
-                kind,
-                filters=filters,
-                selector=parsed,
-                sort=sort,
-                limit=limit,
-                cursor=cursor,
-            )
+            text = await views.list_items_json(session, kind, **page)
             return Response(text, media_type="application/json")
-        items, next_cursor = await views.list_items(
-            session,
-            kind,
-            filters=filters,
-            selector=parsed,
-            sort=sort,
-            limit=limit,
-            cursor=cursor,
-        )
+        items, next_cursor = await views.list_items(session, kind, **page)
         items = await views.with_allocation(session, items)
     return ItemPage(items=items, next=next_cursor)
 

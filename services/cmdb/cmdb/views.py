@@ -102,7 +102,6 @@ def selector_condition(kind: str, selector: Selector) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
     labels = items.c.labels
     for req in selector.requirements:
-        value = labels[req.key].astext
         match req.operator:
             case Operator.EXISTS:
                 conditions.append(labels.has_key(req.key))
@@ -113,6 +112,7 @@ def selector_condition(kind: str, selector: Selector) -> ColumnElement[bool]:
             case Operator.NOT_EQUALS:
                 conditions.append(not_(labels.contains({req.key: req.values[0]})))
             case Operator.NOT_IN:
+                value = labels[req.key].astext
                 conditions.append(or_(value.is_(None), value.not_in(req.values)))
     return and_(true_if_empty(), *conditions)
 

@@ -246,10 +246,9 @@ class Executor:
         ids = [row["id"] for row in watched]
         alive = await asyncio.to_thread(lambda: {i: self.driver.alive(i) for i in ids})
         # The ports of the live ones are tried side by side, as many at once as readiness probes.
-        answers = await asyncio.gather(
-            *(self._port_answers(row) for row in watched if alive[row["id"]])
-        )
-        answering = dict(zip((r["id"] for r in watched if alive[r["id"]]), answers, strict=True))
+        live = [row for row in watched if alive[row["id"]]]
+        answers = await asyncio.gather(*(self._port_answers(row) for row in live))
+        answering = {row["id"]: answer for row, answer in zip(live, answers, strict=True)}
         now = time.monotonic()
         down: dict[str, list[dict[str, Any]]] = {}
         for row in watched:
