@@ -19,8 +19,8 @@ down:  ## stop exactly what `make up` started
 status:  ## show what runs where
 	deploy/local/ooda-local status
 
-demo: up  ## start the platform, replay a real trace as live load and watch it scale the app by itself (~7 min; report in reports/)
-	.venv/bin/python examples/demo
+demo: up  ## start the platform, replay a real trace as live load and watch it scale the app by itself (~7 min; MINUTES=20 for a short replay; report in reports/)
+	.venv/bin/python examples/demo $(if $(MINUTES),--minutes $(MINUTES))
 
 first-event: up  ## show one event travelling through the platform
 	.venv/bin/python examples/first_event.py
@@ -52,7 +52,7 @@ contracts: venv  ## regenerate the event catalogue (AsyncAPI + JSON Schemas) in 
 	.venv/bin/ooda-catalogue docs/catalogue
 
 evaluate: venv  ## replay every trace through every policy for D in 1, 2, 5, 10 min: table + Pareto plot in reports/evaluation
-	.venv/bin/python -m decision.cli evaluate --traces ../shared/data/traces --out reports/evaluation
+	.venv/bin/python -m decision.cli evaluate --traces data/traces --out reports/evaluation
 
 dashboards: venv  ## regenerate the Grafana dashboards and deploy/prometheus/prometheus.yml
 	.venv/bin/python deploy/grafana/generate.py

@@ -1,6 +1,6 @@
 """Evaluate the decision policies on every real trace, as `make evaluate` should.
 
-Runs `python -m decision.cli evaluate` over `../shared/data/traces` (every trace x D in
+Runs `python -m decision.cli evaluate` over `data/traces` (every trace x D in
 {1, 2, 5, 10} minutes, each policy's knob swept, chosen at U <= 0.1% on the first 70%, reported on
 the last 30%) and writes `report.md`, `chosen.csv`, `sweep.csv` and `pareto.png` to
 `reports/decision-eval/`. It takes a few minutes on two cores; `--full` sweeps finer knobs.
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     """Parse the few options and hand over to the decision CLI."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--traces", type=Path, default=ROOT.parent / "shared" / "data" / "traces")
+    ap.add_argument("--traces", type=Path, default=ROOT / "data" / "traces")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "decision-eval")
     ap.add_argument("--full", action="store_true", help="finer knob sweeps (slower)")
     ap.add_argument("--replicas-at-peak", type=int, default=100)

@@ -8,7 +8,7 @@ before the CMDB's list says so) is ejected from the rotation for a few seconds a
 is sent once more to another one, as client-side balancers do. It records, per step, what was
 sent, served, failed, retried and slow.
 
-    python examples/loadgen.py --trace ../shared/data/traces/msft/mongo-01.csv --app shop \\
+    python examples/loadgen.py --trace data/traces/msft/mongo-01.csv --app shop \\
         --start 7000 --steps 120 --step-seconds 2 --peak-rps 200
 """
 

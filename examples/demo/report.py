@@ -31,23 +31,14 @@ class DemoError(RuntimeError):
 
 
 def find_traces_dir(repo: Path, override: str | None = None) -> Path:
-    """The traces folder: `override`, `$OODA_TRACES_DIR`, else `shared/data/traces` beside the repo.
-
-    The shared folder is `../shared` relative to the repository root; parents further up are tried
-    too, so a worktree nested deeper still finds it.
-    """
-    candidates: list[Path] = []
-    for given in (override, os.environ.get("OODA_TRACES_DIR")):
-        if given:
-            candidates.append(Path(given))
-    candidates += [parent / "shared" / "data" / "traces" for parent in repo.resolve().parents]
-    for candidate in candidates:
-        if (candidate / "MANIFEST.csv").is_file():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates[:3])
+    """The traces folder: `override`, else `$OODA_TRACES_DIR`, else the repo's `data/traces`."""
+    given = override or os.environ.get("OODA_TRACES_DIR")
+    candidate = Path(given) if given else repo / "data" / "traces"
+    if (candidate / "MANIFEST.csv").is_file():
+        return candidate
     raise DemoError(
-        f"no trace folder with a MANIFEST.csv found (tried {tried}, ...): put the shared data at "
-        "../shared/data/traces relative to the repository, or set OODA_TRACES_DIR"
+        f"no trace folder with a MANIFEST.csv at {candidate}: the repository ships its traces in "
+        "data/traces; point --traces-dir or OODA_TRACES_DIR at another folder of the same layout"
     )
 
 
@@ -358,8 +349,24 @@ def markdown(summary: dict[str, Any], latencies: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(run: RunData, path: Path) -> None:
-    """Offered load, served, ready capacity, forecast; instances, oracle, decisions and changes."""
+def caption(summary: dict[str, Any]) -> str:
+    """The plot's caption: the run's (U, O) pair and what was served, readable on its own."""
+    s = summary
+    return (
+        f"U = {_fmt(s['U'])} (share of steps whose load exceeded ready capacity)   "
+        f"O = {_fmt(s['O'])} (ready instance-steps over the oracle's, minus 1)   "
+        f"served/offered = {_fmt(s['served_share'])}   "
+        f"instances {s['instances']['min']}..{s['instances']['max']}   "
+        f"changes {s['changes']['total']}   dead letters {s['dead_letters_during_run']}"
+    )
+
+
+def figure(run: RunData, summary: dict[str, Any]) -> Any:
+    """Offered load, served, ready capacity, forecast; instances, oracle, decisions and changes.
+
+    Titled, with labelled axes, legends, and the (U, O) pair in the caption, so the picture reads
+    on its own.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -386,7 +393,7 @@ def plot(run: RunData, path: Path) -> None:
     top.set_ylabel("requests / s")
     top.legend(loc="upper left", fontsize=8)
     top.set_title(
-        f"{run.app}: {run.trace} from step {run.start_index}, "
+        f"Closed-loop demo {run.app}: trace {run.trace} from step {run.start_index}, "
         f"{run.seconds_per_minute:g} s per trace minute"
     )
     bottom.step(t, [s.ready for s in run.steps], where="post", label="ready instances")
@@ -415,7 +422,16 @@ def plot(run: RunData, path: Path) -> None:
     bottom.set_ylabel("instances")
     bottom.set_xlabel("seconds since the replay began")
     bottom.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    fig.text(0.5, 0.012, caption(summary), ha="center", va="bottom", fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def plot(run: RunData, path: Path, summary: dict[str, Any]) -> None:
+    """Write `figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(run, summary)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -431,7 +447,7 @@ def write_report(run: RunData, out_dir: Path) -> dict[str, Path]:
         "json": out_dir / "summary.json",
         "steps": out_dir / "steps.json",
     }
-    plot(run, paths["plot"])
+    plot(run, paths["plot"], summary)
     paths["markdown"].write_text(markdown(summary, latencies))
     paths["json"].write_text(json.dumps(summary, indent=2, default=str, allow_nan=True) + "\n")
     paths["steps"].write_text(

@@ -559,7 +559,9 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--app", default=None, help="application id (default demo-<timestamp>)")
-    p.add_argument("--traces-dir", default=None, help="default ../shared/data/traces")
+    p.add_argument(
+        "--traces-dir", default=None, help="default: $OODA_TRACES_DIR, else the repo's data/traces"
+    )
     p.add_argument("--keep", action="store_true", help="leave the app running at the end")
     return p
 

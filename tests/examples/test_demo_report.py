@@ -68,25 +68,39 @@ def test_a_slice_past_the_end_of_the_trace_is_refused_with_a_clear_message():
         report.slice_trace(minutes_trace([1.0] * 100), start=90, minutes=20, history_days=0)
 
 
-def test_the_traces_folder_is_found_beside_the_repository_or_refused_clearly(
+def test_the_traces_folder_is_the_repositorys_own_with_no_folder_beside_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.delenv("OODA_TRACES_DIR", raising=False)
-    traces = tmp_path / "work" / "shared" / "data" / "traces"
+    shipped = report.find_traces_dir(REPO)
+    assert shipped == REPO / "data" / "traces"
+    assert report.resolve_trace(shipped, "mongo-01") == shipped / "msft" / "mongo-01.csv"
+    # A folder named like the old sibling layout is never looked for.
+    beside = tmp_path / "shared" / "data" / "traces"
+    beside.mkdir(parents=True)
+    (beside / "MANIFEST.csv").write_text("name\n")
+    lonely = tmp_path / "repo"
+    lonely.mkdir()
+    with pytest.raises(report.DemoError, match="OODA_TRACES_DIR"):
+        report.find_traces_dir(lonely)
+
+
+def test_a_traces_folder_can_be_given_and_its_series_are_found_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("OODA_TRACES_DIR", raising=False)
+    traces = tmp_path / "mine"
     (traces / "msft").mkdir(parents=True)
     (traces / "MANIFEST.csv").write_text("name\n")
     (traces / "msft" / "mongo-01.csv").write_text("timestamp,value\n")
-    repo = tmp_path / "work" / "main"
-    repo.mkdir()
-    assert report.find_traces_dir(repo) == traces
-    assert report.resolve_trace(traces, "mongo-01") == traces / "msft" / "mongo-01.csv"
+    assert report.find_traces_dir(REPO, str(traces)) == traces
+    monkeypatch.setenv("OODA_TRACES_DIR", str(traces))
+    assert report.find_traces_dir(REPO) == traces
     assert report.resolve_trace(traces, "msft/mongo-01") == traces / "msft" / "mongo-01.csv"
     with pytest.raises(report.DemoError, match="known: mongo-01"):
         report.resolve_trace(traces, "nope")
-    lonely = tmp_path / "elsewhere" / "repo"
-    lonely.mkdir(parents=True)
     with pytest.raises(report.DemoError, match="OODA_TRACES_DIR"):
-        report.find_traces_dir(lonely, str(tmp_path / "missing"))
+        report.find_traces_dir(REPO, str(tmp_path / "missing"))
 
 
 def test_u_is_the_share_of_saturated_steps_and_o_compares_ready_with_the_oracle():
@@ -191,4 +205,13 @@ def test_the_report_writes_a_plot_and_a_summary_that_agree(tmp_path: Path):
     assert summary["dead_letters_during_run"] == 0
     text = paths["markdown"].read_text()
     assert "# Closed-loop demo: demo-x" in text
+    fig = report.figure(run, summary)
+    top, bottom = fig.axes
+    assert "demo-x" in top.get_title() and "hand" in top.get_title()
+    assert top.get_ylabel() == "requests / s" and bottom.get_ylabel() == "instances"
+    assert bottom.get_xlabel() == "seconds since the replay began"
+    assert {t.get_text() for t in top.get_legend().get_texts()} >= {"offered load", "forecast"}
+    assert {t.get_text() for t in bottom.get_legend().get_texts()} >= {"ready instances"}
+    (caption,) = [t.get_text() for t in fig.texts]
+    assert "U = 0.25 " in caption and f"O = {summary['O']:.3g} " in caption
     assert "| scale-decided | 1 | 5 |" in text

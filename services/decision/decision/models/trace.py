@@ -1,6 +1,6 @@
 """Load traces (`timestamp,value` CSV) onto a regular step grid, keeping gaps as missing values.
 
-Contract of `shared/data/traces/README.md`: steps are regular except for rare gaps, and a gap is
+Contract of `data/traces/README.md`: steps are regular except for rare gaps, and a gap is
 missing, never zero. Invalid values (empty, non-numeric, NaN, infinite or negative) are missing too,
 because a negative load or a NaN says "the meter failed", not "no load".
 """
