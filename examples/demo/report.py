@@ -353,11 +353,11 @@ def caption(summary: dict[str, Any]) -> str:
     """The plot's caption: the run's (U, O) pair and what was served, readable on its own."""
     s = summary
     return (
-        f"U = {_fmt(s['U'])} (share of steps whose load exceeded ready capacity)   "
-        f"O = {_fmt(s['O'])} (ready instance-steps over the oracle's, minus 1)   "
-        f"served/offered = {_fmt(s['served_share'])}   "
-        f"instances {s['instances']['min']}..{s['instances']['max']}   "
-        f"changes {s['changes']['total']}   dead letters {s['dead_letters_during_run']}"
+        f"U = {_fmt(s['U'])} (share of steps whose load exceeded ready capacity)    "
+        f"O = {_fmt(s['O'])} (ready instance-steps over the oracle's, minus 1)\n"
+        f"served/offered = {_fmt(s['served_share'])}    "
+        f"instances {s['instances']['min']}..{s['instances']['max']}    "
+        f"changes {s['changes']['total']}    dead letters {s['dead_letters_during_run']}"
     )
 
 
@@ -422,8 +422,8 @@ def figure(run: RunData, summary: dict[str, Any]) -> Any:
     bottom.set_ylabel("instances")
     bottom.set_xlabel("seconds since the replay began")
     bottom.legend(loc="upper left", fontsize=8)
-    fig.text(0.5, 0.012, caption(summary), ha="center", va="bottom", fontsize=9)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.text(0.5, 0.01, caption(summary), ha="center", va="bottom", fontsize=9, wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
