@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from cmdb import handlers, importer, views
@@ -39,10 +39,35 @@ from cmdb.schemas import (
     SpecOut,
     WriteResult,
 )
-from ooda.auth import AuthenticatedActor
+from ooda.auth import Actor, AuthenticatedActor
 from ooda.service import AppIdPath, Runtime
 
-router = APIRouter(prefix="/v1", lifespan=read_pool)
+ACTOR_MAX_LENGTH = 300
+"""The longest token subject the history keeps as actor (`change_sets.actor`, `revisions.actor`)."""
+
+
+def _no_nul(request: Request) -> None:
+    """400 for a NUL character in the path or the query: PostgreSQL can neither store nor
+    compare one, so it would otherwise fail deep in a query."""
+    if "\x00" in request.scope["path"] or any(
+        "\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()
+    ):
+        raise BadRequest("the path or the query holds a NUL character")
+
+
+def _writer(actor: AuthenticatedActor) -> Actor:
+    """The authenticated actor of a write, whose subject must fit the history's actor column."""
+    if len(actor.subject) > ACTOR_MAX_LENGTH or "\x00" in actor.subject:
+        raise BadRequest(
+            f"the token's subject must be at most {ACTOR_MAX_LENGTH} characters without NUL "
+            "(it is recorded as the actor of every revision)"
+        )
+    return actor
+
+
+Writer = Annotated[Actor, Depends(_writer)]
+
+router = APIRouter(prefix="/v1", lifespan=read_pool, dependencies=[Depends(_no_nul)])
 
 RESERVED = frozenset({"selector", "sort", "limit", "cursor"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
@@ -108,7 +133,7 @@ def _collection_routes(collection: str, kind: str) -> None:
         selector: SelectorQuery = "",
         sort: SortQuery = "id",
         limit: Limit = 100,
-        cursor: str | None = None,
+        cursor: Annotated[str | None, Query(max_length=2048)] = None,
     ) -> ItemPage | Response:
         return await _page(request, kind, selector, sort, limit, cursor)
 
@@ -127,7 +152,7 @@ def _collection_routes(collection: str, kind: str) -> None:
         request: Request,
         response: Response,
         item_id: str,
-        actor: AuthenticatedActor,
+        actor: Writer,
         body: Annotated[dict[str, Any], Body()],
     ) -> WriteResult:
         rt = _runtime(request)
@@ -139,7 +164,7 @@ def _collection_routes(collection: str, kind: str) -> None:
             response.status_code = status.HTTP_201_CREATED
         return WriteResult(item=item, op=op, change_set_id=change_set_id)
 
-    async def delete(request: Request, item_id: str, actor: AuthenticatedActor) -> WriteResult:
+    async def delete(request: Request, item_id: str, actor: Writer) -> WriteResult:
         rt = _runtime(request)
         async with rt.sessions() as session, session.begin():
             change_set_id = await handlers.delete_item(
@@ -200,7 +225,7 @@ async def put_spec(
     request: Request,
     response: Response,
     app: AppIdPath,
-    actor: AuthenticatedActor,
+    actor: Writer,
     body: Annotated[dict[str, Any], Body()],
 ) -> SpecOut:
     rt = _runtime(request)
@@ -291,7 +316,7 @@ async def get_change_set(request: Request, change_set_id: str) -> ChangeSetOut:
     status_code=status.HTTP_201_CREATED,
 )
 async def revert(
-    request: Request, change_set_id: str, actor: AuthenticatedActor, force: bool = False
+    request: Request, change_set_id: str, actor: Writer, force: bool = False
 ) -> ChangeSetOut:
     rt = _runtime(request)
     async with rt.sessions() as session, session.begin():
@@ -325,7 +350,7 @@ async def get_search(
 async def post_import(
     request: Request,
     response: Response,
-    actor: AuthenticatedActor,
+    actor: Writer,
     format: Annotated[str | None, Query(pattern="^(jsonl|csv)$")] = None,
     dry_run: bool = False,
     atomic: bool = True,

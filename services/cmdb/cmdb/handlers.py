@@ -90,6 +90,7 @@ def validate_item(
         for name, expected in (("kind", kind), ("id", item_id))
         if name in body and body[name] != expected
     ]
+    problems += [problem((*loc, *p), "must not hold a NUL character") for p in _nul_paths(body)]
     if problems:
         raise Invalid(problems)
     try:
@@ -100,6 +101,21 @@ def validate_item(
     if bad_attributes:
         raise Invalid([problem((*loc, *p.path), p.message) for p in bad_attributes])
     return item
+
+
+def _nul_paths(value: object, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Where a JSON value holds a NUL character (in a string or a key): PostgreSQL refuses it."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [
+            p
+            for key, inner in value.items()
+            for p in ([(*path, key)] if "\x00" in str(key) else _nul_paths(inner, (*path, key)))
+        ]
+    if isinstance(value, list):
+        return [p for index, inner in enumerate(value) for p in _nul_paths(inner, (*path, index))]
+    return []
 
 
 def _problem_of(

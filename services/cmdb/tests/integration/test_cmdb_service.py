@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
@@ -604,3 +605,98 @@ async def test_a_real_prometheus_discovers_ready_instances_through_the_sd_endpoi
         await asyncio.wait_for(prometheus.wait(), 10)
         server.should_exit = True
         await serving
+
+
+def _cursor(raw: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+async def test_nul_characters_oversize_strings_and_crafted_cursors_get_4xx(
+    svc: RunningService,
+) -> None:
+    app, team = unique("app"), unique("team")
+    owner = svc.auth("alice", f"team:{team}")
+    await put(svc, f"/v1/apps/{app}", {"owner_team": team}, owner)
+    _, zone, pool = await seed_zone(svc)
+    host = unique("host")
+    await put(svc, f"/v1/hosts/{host}", host_body(zone, pool), infra_token(svc))
+    client = svc.client
+
+    # NUL in the path or the query: PostgreSQL cannot store or compare it.
+    for method, url, params in (
+        ("GET", "/v1/apps/a%00b", {}),
+        ("GET", "/v1/apps/a%00b", {"as_of": T0.isoformat()}),
+        ("DELETE", "/v1/apps/a%00b", {}),
+        ("GET", "/v1/apps", {"owner_team": "a\x00"}),
+        ("GET", "/v1/hosts", {"address": "a\x00"}),
+        ("GET", "/v1/search", {"q": "a\x00"}),
+        ("GET", "/v1/history/application/a%00", {}),
+        ("GET", "/v1/change-sets/a%00", {}),
+        ("POST", "/v1/change-sets/a%00/revert", {}),
+        ("GET", "/v1/hosts/a%00/instances", {}),
+        ("GET", "/v1/blast-radius", {"zone": "a\x00"}),
+    ):
+        answer = await client.request(method, url, params=params, headers=owner)
+        assert answer.status_code == 400, (method, url, params, answer.text)
+        assert "NUL" in answer.json()["detail"]
+
+    # NUL anywhere in a body, and strings longer than what the cmdb keeps for them.
+    spec = SPEC | {"artifact": "sha256:\x00"}
+    nul_spec = await client.put(f"/v1/apps/{app}/spec", json=spec, headers=owner)
+    assert nul_spec.status_code == 422, nul_spec.text
+    assert ["body", "artifact"] in [p["loc"] for p in nul_spec.json()["detail"]]
+    huge = await client.put(
+        f"/v1/apps/{app}/spec", json=SPEC | {"artifact": "x" * 100_000}, headers=owner
+    )
+    assert huge.status_code == 422 and huge.json()["detail"][0]["loc"] == ["body", "artifact"]
+    instance = {
+        "app_id": app,
+        "version": "1" * 1000,
+        "host_id": host,
+        "zone_id": zone,
+        "endpoint": "127.0.0.1:9",
+        "started_at": T0.isoformat(),
+    }
+    long_version = await client.put(f"/v1/instances/{app}-0", json=instance, headers=owner)
+    assert long_version.status_code == 422, long_version.text
+    nul_address = await client.put(
+        f"/v1/hosts/{unique('host')}",
+        json=host_body(zone, pool, address="10.0.0.1\x00"),
+        headers=infra_token(svc),
+    )
+    assert nul_address.status_code == 422, nul_address.text
+    nul_row = {"kind": "host", "id": unique("host")} | host_body(zone, pool, address="a\x00")
+    imported = await client.post(
+        "/v1/import", content=json.dumps(nul_row), headers=infra_token(svc)
+    )
+    assert imported.status_code == 422, imported.text
+    assert imported.json()["errors"][0]["loc"] == ["address"]
+
+    # A token whose subject is longer than the history's actor column, or holds a NUL.
+    for subject in ("x" * 400, "ali\x00ce"):
+        refused = await client.put(
+            f"/v1/apps/{unique('app')}",
+            json={"owner_team": team},
+            headers=svc.auth(subject, f"team:{team}"),
+        )
+        assert refused.status_code == 400, refused.text
+        assert "subject" in refused.json()["detail"]
+
+    # Cursors that decode, but to values the sort's column cannot be compared with.
+    for collection, sort, raw in (
+        ("hosts", "cpu_millis", ["cpu_millis", "abc", "x"]),
+        ("hosts", "cpu_millis", ["cpu_millis", {"a": 1}, "x"]),
+        ("hosts", "cpu_millis", ["cpu_millis", True, "x"]),
+        ("hosts", "cpu_millis", ["cpu_millis", 10**400, "x"]),
+        ("apps", "id", ["id", 5, "x"]),
+        ("apps", "id", ["id", [1], [2]]),
+        ("apps", "id", ["id", "a\x00", "x"]),
+        ("apps", "-id", ["-id", "a", "b" * 1000]),
+    ):
+        answer = await client.get(
+            f"/v1/{collection}", params={"sort": sort, "cursor": _cursor(raw)}
+        )
+        assert answer.status_code == 400, (raw, answer.text)
+    not_a_number = base64.urlsafe_b64encode(b'["cpu_millis", NaN, "x"]').decode()
+    nan = await client.get("/v1/hosts", params={"sort": "cpu_millis", "cursor": not_a_number})
+    assert nan.status_code == 400, nan.text
