@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmdb.domain import (
+    MAX_SEQUENCE_GAP,
     ApplicationSpec,
     AttributeSchema,
     Instance,
@@ -70,6 +71,8 @@ _REFERENCE_FIELD = {
     "application": "app_id",
 }
 _INSTANCE_STATUS = {"starting": "starting", "ready": "ready", "stopping": "draining"}
+_EVENT_ID_MAX_LENGTH = 200  # instance_watermarks.event_id (the cause column holds 300)
+_EVENT_SOURCE_MAX_LENGTH = 300 - len("event:")  # the actor `event:<source>`
 
 
 # --- validation and authorisation -----------------------------------------------------------
@@ -530,15 +533,25 @@ async def live_instances(session: AsyncSession, app_id: str) -> list[Instance]:
 
 
 async def apply_deploy_done(
-    session: AsyncSession, outbox: Outbox, event: Event, at: datetime
+    session: AsyncSession,
+    outbox: Outbox,
+    event: Event,
+    at: datetime,
+    max_gap: int = MAX_SEQUENCE_GAP,
 ) -> ChangeSet | None:
     """Make an application's instances the set a deployment reported, unless it is stale.
 
-    Then compare reality with the declared spec and ask for a change (once per spec revision
-    and kind) when it is outside it.
+    A sequence more than `max_gap` past the applied one is refused (PermanentError: the event
+    goes to the dead letters, the watermark stays). Then compare reality with the declared spec
+    and ask for a change (once per spec revision and kind) when it is outside it.
     """
     done = event.data
     assert isinstance(done, DeployDone)
+    if len(event.id) > _EVENT_ID_MAX_LENGTH or len(event.source) > _EVENT_SOURCE_MAX_LENGTH:
+        raise PermanentError(
+            f"deploy-done for {done.app}: an event id over {_EVENT_ID_MAX_LENGTH} characters or a "
+            f"source over {_EVENT_SOURCE_MAX_LENGTH} does not fit the history"
+        )
     try:
         report = InstanceSetReport(
             app_id=done.app,
@@ -557,7 +570,7 @@ async def apply_deploy_done(
     watermark = Watermark(event_time=EPOCH, sequence=mark.sequence) if mark else None
     current = await live_instances(session, done.app)
     try:
-        result = apply_instance_set(current, watermark, report)
+        result = apply_instance_set(current, watermark, report, max_gap)
     except ValueError as exc:
         raise PermanentError(str(exc)) from exc
     if isinstance(result, StaleInstanceSet):

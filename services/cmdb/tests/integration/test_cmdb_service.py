@@ -515,6 +515,60 @@ async def test_a_malformed_deploy_done_goes_to_the_dead_letters(svc: RunningServ
     assert (await svc.client.get("/v1/instances", params={"app": app})).json()["items"] == []
 
 
+async def dead_letters(svc: RunningService, app: str, timeout: float = 30.0) -> list[Any]:
+    """The `deploy-done` dead letters about `app`, each as (event, the error header)."""
+    consumer = AIOKafkaConsumer(
+        svc.prefix + "deploy-done.dlq",
+        bootstrap_servers=svc.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=unique("reader"),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not found:
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    for r in records:
+                        event = decode(r.key, r.headers, r.value)
+                        if event.data.app == app:
+                            found.append((event, dict(r.headers)["ooda_dlq_error"].decode()))
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_a_forged_sequence_far_ahead_is_dead_lettered_and_later_ones_still_apply(
+    svc: RunningService,
+) -> None:
+    app, team = unique("app"), unique("team")
+    await put(svc, f"/v1/apps/{app}", {"owner_team": team}, svc.auth("alice", f"team:{team}"))
+    _, zone, pool = await seed_zone(svc)
+    hosts = [unique("host") for _ in range(3)]
+    for host in hosts:
+        await put(svc, f"/v1/hosts/{host}", host_body(zone, pool), infra_token(svc))
+    rt = svc.app.state.runtime
+    for payload in (
+        deploy_done(app, 1, hosts[:1], zone, "1.0.0"),
+        deploy_done(app, 3, hosts, zone, "6.6.6").model_copy(update={"sequence": 9 * 10**12}),
+        deploy_done(app, 2, hosts[:2], zone, "1.0.1"),
+    ):
+        async with rt.sessions() as session, session.begin():
+            rt.outbox.add(session, payload)
+
+    await until(lambda: _watermark_is(svc, app, 2))
+    listed = (await svc.client.get("/v1/instances", params={"app": app})).json()["items"]
+    assert [(i["id"], i["version"]) for i in listed] == [
+        (f"{app}-0", "1.0.1"),
+        (f"{app}-1", "1.0.1"),
+    ]
+    ((dead, error),) = await dead_letters(svc, app)
+    assert dead.data.sequence == 9_000_000_000_000
+    assert "sequence 9000000000000" in error and "past the applied 1" in error
+
+
 async def test_relations_answer_what_depends_on_an_application(svc: RunningService) -> None:
     team = unique("team")
     owner = svc.auth("alice", f"team:{team}")
