@@ -396,30 +396,50 @@ async def put_spec(
         return current, False, None, None
     cause = spec_cause(app_id, revision)
     change_set = ChangeSet(session, outbox, actor.subject, cause, at)
+    request_id = await write_spec_revision(
+        session,
+        outbox,
+        change_set,
+        spec,
+        current,
+        reason=f"spec revision {revision} applied by {actor.subject}",
+    )
+    change_set.publish()
+    return snapshot(spec), True, change_set.id, request_id
+
+
+async def write_spec_revision(
+    session: AsyncSession,
+    outbox: Outbox,
+    change_set: ChangeSet,
+    spec: ApplicationSpec,
+    current: Snapshot | None,
+    reason: str,
+) -> str | None:
+    """Make `spec` (numbered by the caller) the current one in `change_set`: the item, the spec
+    revision row and its change request (a deploy when what runs changes, else a scale)."""
     await change_set.put(spec)
     await session.execute(
         spec_revisions.insert().values(
-            app_id=app_id,
-            revision=revision,
+            app_id=spec.id,
+            revision=spec.revision,
             spec=snapshot(spec),
             change_set_id=change_set.id,
-            actor=actor.subject,
-            at=at,
+            actor=change_set.actor,
+            at=change_set.at,
         )
     )
     rollout = current is None or any(current.get(f) != snapshot(spec)[f] for f in _ROLLOUT_FIELDS)
-    request_id = await request_change(
+    return await request_change(
         session,
         outbox,
         spec=spec,
         kind="deploy" if rollout else "scale",
         replicas=spec.replicas.desired,
-        requested_by=actor.subject,
-        reason=f"spec revision {revision} applied by {actor.subject}",
-        at=at,
+        requested_by=change_set.actor,
+        reason=reason,
+        at=change_set.at,
     )
-    change_set.publish()
-    return snapshot(spec), True, change_set.id, request_id
 
 
 # --- change sets ------------------------------------------------------------------------------
@@ -468,7 +488,9 @@ async def revert_change_set(
         )
     ).all()
     touched = {(r.kind, r.item_id) for r in rows}
-    for kind, item_id in sorted(touched):
+    # A spec's application too, locked first as `put_spec` does: it serialises spec revisions.
+    apps = {("application", item_id) for kind, item_id in touched if kind == "application_spec"}
+    for kind, item_id in sorted(touched | apps):
         await get_item(session, kind, item_id, lock=True)
     latest_rows = (
         await session.execute(
@@ -495,7 +517,10 @@ async def revert_change_set(
     await change_set.start()
     for step in plan:
         await authorize(session, actor, step.target, step.expected)
-        await change_set.write(step.item.kind, step.item.id, step.target)
+        if step.item.kind == "application_spec" and step.target is not None:
+            await _revert_spec(session, outbox, change_set, step.item.id, step.target)
+        else:
+            await change_set.write(step.item.kind, step.item.id, step.target)
     await session.execute(
         update(change_sets)
         .where(change_sets.c.id == change_set_id)
@@ -503,6 +528,24 @@ async def revert_change_set(
     )
     change_set.publish()
     return change_set
+
+
+async def _revert_spec(
+    session: AsyncSession, outbox: Outbox, change_set: ChangeSet, app_id: str, target: Snapshot
+) -> None:
+    """Bring back an earlier spec as a new revision that rolls out, like any spec change: written
+    back as it was, the spec would say one thing while the old revision's change request was
+    already made (and not repeated), so what runs would never follow it."""
+    revision = await latest_spec_revision(session, app_id) + 1
+    spec = parse_item({**target, "revision": revision})
+    assert isinstance(spec, ApplicationSpec)
+    current = await live_item(session, "application_spec", app_id)
+    if current is not None and {**current, "revision": revision} == snapshot(spec):
+        return  # the spec is already back to it (as for `put_spec`: no revision, no request)
+    reason = (
+        f"spec revision {revision} reverts change set {change_set.reverts} (by {change_set.actor})"
+    )
+    await write_spec_revision(session, outbox, change_set, spec, current, reason)
 
 
 # --- closing the loop -------------------------------------------------------------------------

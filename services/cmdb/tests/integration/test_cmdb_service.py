@@ -383,6 +383,39 @@ async def test_a_spec_revision_publishes_exactly_one_change_request(svc: Running
     assert [(r["revision"], r["actor"]) for r in revisions] == [(2, "alice"), (1, "alice")]
 
 
+async def test_reverting_a_spec_change_is_a_new_revision_that_rolls_out(
+    svc: RunningService,
+) -> None:
+    app, team = unique("app"), unique("team")
+    owner = svc.auth("alice", f"team:{team}")
+    await put(svc, f"/v1/apps/{app}", {"owner_team": team}, owner)
+    await put(svc, f"/v1/apps/{app}/spec", SPEC, owner)
+    second = await put(svc, f"/v1/apps/{app}/spec", SPEC | {"version": "2.0.0"}, owner)
+
+    reverted = await svc.client.post(
+        f"/v1/change-sets/{second['change_set_id']}/revert", headers=svc.auth("bob", f"team:{team}")
+    )
+    assert reverted.status_code == 201, reverted.text
+
+    spec = (await svc.client.get(f"/v1/apps/{app}/spec")).json()
+    assert (spec["revision"], spec["version"]) == (3, "1.0.0")
+    revisions = (await svc.client.get(f"/v1/apps/{app}/spec/revisions")).json()
+    assert [(r["revision"], r["actor"], r["spec"]["version"]) for r in revisions] == [
+        (3, "bob", "1.0.0"),
+        (2, "alice", "2.0.0"),
+        (1, "alice", "1.0.0"),
+    ]
+    assert revisions[0]["change_set_id"] == reverted.json()["id"]
+    (revision,) = reverted.json()["revisions"]
+    assert (revision["actor"], revision["after"]["revision"]) == ("bob", 3)
+    requested = await read_events(svc, "change-requested", app)
+    assert [(e.data.request_id, e.data.target.version, e.data.requested_by) for e in requested] == [
+        (f"cmdb/{app}/spec-1/deploy", "1.0.0", "alice"),
+        (f"cmdb/{app}/spec-2/deploy", "2.0.0", "alice"),
+        (f"cmdb/{app}/spec-3/deploy", "1.0.0", "bob"),
+    ]
+
+
 def deploy_done(app: str, sequence: int, hosts: list[str], zone: str, version: str) -> DeployDone:
     return DeployDone(
         app=app,
