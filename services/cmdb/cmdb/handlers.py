@@ -261,6 +261,35 @@ async def referrers(session: AsyncSession, kind: str, item_id: str) -> list[str]
     return [f"{r.kind} {r.id!r}" for r in (await session.execute(query)).all()]
 
 
+async def foreign_relations(session: AsyncSession, app_id: str, team: str) -> list[str]:
+    """The live relations to or from an application that another team owns (an application's
+    relation belongs to the team of its source application).
+
+    Deleting the application deletes them with it, in its change set: another team's
+    `depends_on` says something about that team's application, which the owner cannot change
+    and which must not stop the owner deleting its own; left in place it would point at
+    nothing, or at whatever application takes the id next. Their history keeps who deleted them
+    and when, and their team hears of it through `cmdb-changed` (keyed by its application).
+    Relations of the owner's own team still block the delete: the owner moves those first.
+    """
+    rows = list(
+        await session.scalars(
+            select(items.c.data).where(
+                items.c.kind == "relation",
+                ~items.c.deleted,
+                or_(
+                    *(
+                        items.c.data.contains({end: {"kind": "application", "id": app_id}})
+                        for end in ("source", "target")
+                    )
+                ),
+            )
+        )
+    )
+    owners = await Owners.load(session, rows)
+    return sorted(str(d["id"]) for d in rows if owners.teams(d) != {team})
+
+
 # --- item writes ------------------------------------------------------------------------------
 
 
@@ -295,15 +324,18 @@ async def delete_item(
     if current is None or current.deleted:
         raise NotFound(f"{kind} {item_id!r} does not exist")
     await authorize(session, actor, None, current.data)
+    change_set = ChangeSet(session, outbox, actor.subject, None, at)
+    if kind == "application":
+        for relation_id in await foreign_relations(session, item_id, current.data["owner_team"]):
+            await change_set.delete("relation", relation_id)
     users = await referrers(session, kind, item_id)
-    if users:
+    if users:  # the transaction rolls back: the relations above stay too
         more = ", ..." if len(users) > 5 else ""
         raise Conflict(
             f"{kind} {item_id!r} is still referred to by {', '.join(users[:5])}{more}; "
             "delete or move those first",
             referrers=users[:5],
         )
-    change_set = ChangeSet(session, outbox, actor.subject, None, at)
     if kind == "application":
         await change_set.delete("application_spec", item_id)
     await change_set.delete(kind, item_id)

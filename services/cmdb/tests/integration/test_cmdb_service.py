@@ -622,6 +622,48 @@ async def test_relations_answer_what_depends_on_an_application(svc: RunningServi
     assert refused.status_code == 409 and f"{api}.uses.{db}" in refused.json()["detail"]
 
 
+async def test_another_teams_dependency_does_not_stop_the_owner_deleting_its_app(
+    svc: RunningService,
+) -> None:
+    ours, theirs = unique("team"), unique("team")
+    owner, other = svc.auth("alice", f"team:{ours}"), svc.auth("mallory", f"team:{theirs}")
+    db, web, api = unique("db"), unique("web"), unique("api")
+    await put(svc, f"/v1/apps/{db}", {"owner_team": ours}, owner)
+    await put(svc, f"/v1/apps/{api}", {"owner_team": ours}, owner)
+    await put(svc, f"/v1/apps/{web}", {"owner_team": theirs}, other)
+    uses = {
+        "type": "depends_on",
+        "source": {"kind": "application", "id": web},
+        "target": {"kind": "application", "id": db},
+    }
+    await put(svc, f"/v1/relations/{web}.uses.{db}", uses, other)
+
+    deleted = await svc.client.delete(f"/v1/apps/{db}", headers=owner)
+    assert deleted.status_code == 200, deleted.text
+    assert (await svc.client.get(f"/v1/relations/{web}.uses.{db}")).status_code == 404
+    history = (await svc.client.get(f"/v1/history/relation/{web}.uses.{db}")).json()
+    assert [(r["op"], r["actor"]) for r in history["revisions"]] == [
+        ("create", "mallory"),
+        ("delete", "alice"),
+    ]
+    assert history["revisions"][1]["change_set_id"] == deleted.json()["change_set_id"]
+    changed = await read_events(svc, "cmdb-changed", web)
+    assert [(i.id, i.op) for e in changed for i in e.data.items if i.type == "relation"] == [
+        (f"{web}.uses.{db}", "create"),
+        (f"{web}.uses.{db}", "delete"),
+    ]
+
+    # A relation of the owner's own team still has to go first.
+    mine = {
+        "type": "depends_on",
+        "source": {"kind": "application", "id": api},
+        "target": {"kind": "application", "id": web},
+    }
+    await put(svc, f"/v1/relations/{api}.uses.{web}", mine, owner)
+    refused = await svc.client.delete(f"/v1/apps/{api}", headers=owner)
+    assert refused.status_code == 409 and f"{api}.uses.{web}" in refused.json()["detail"]
+
+
 async def test_a_real_prometheus_discovers_ready_instances_through_the_sd_endpoint(
     svc: RunningService, tmp_path: Path
 ) -> None:
