@@ -549,6 +549,7 @@ async def revert_change_set(
     await change_set.start()
     for step in plan:
         await authorize(session, actor, step.target, step.expected)
+        await _check_references(session, change_set_id, step.item, step.target)
         if step.item.kind == "application_spec" and step.target is not None:
             await _revert_spec(session, outbox, change_set, step.item.id, step.target)
         else:
@@ -560,6 +561,29 @@ async def revert_change_set(
     )
     change_set.publish()
     return change_set
+
+
+async def _check_references(
+    session: AsyncSession, change_set_id: str, ref: ItemRef, target: Snapshot | None
+) -> None:
+    """Conflict unless a revert step leaves every reference whole: an item it brings back
+    refers only to live items (not to an application deleted, or deleted and recreated, since),
+    and an item it deletes is referred to by nothing."""
+    refused = f"cannot revert change set {change_set_id}: {ref}"
+    if target is None:
+        users = await referrers(session, ref.kind, ref.id)
+        if users:
+            raise Conflict(f"{refused} is still referred to by {', '.join(users[:5])}")
+        return
+    try:
+        item = parse_item(target)
+    except ValidationError as exc:
+        raise Conflict(f"{refused} as it was is no longer valid: {exc}") from exc
+    missing = await missing_references(session, item)
+    if missing:
+        raise Conflict(
+            f"{refused} would refer to what is gone: " + "; ".join(p["msg"] for p in missing)
+        )
 
 
 async def _revert_spec(

@@ -541,12 +541,29 @@ async def prometheus_targets(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def spec_history(session: AsyncSession, app_id: str) -> list[dict[str, Any]]:
-    """Every spec revision of an application, newest first."""
+    """Every spec revision of an application since it was last created (or brought back by a
+    revert), newest first.
+
+    An application deleted and created again under the same id is a new one: the old one's
+    revisions stay in the item history (`/history/application_spec/{id}`), not in its list. Its
+    revisions still count on from the old ones, so their change requests' keys are new.
+    """
     await get_live(session, "application", app_id)
+    created = (
+        select(revisions.c.at)
+        .where(
+            revisions.c.kind == "application",
+            revisions.c.item_id == app_id,
+            revisions.c.op == "create",
+        )
+        .order_by(revisions.c.sequence.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     rows = (
         await session.execute(
             select(spec_revisions)
-            .where(spec_revisions.c.app_id == app_id)
+            .where(spec_revisions.c.app_id == app_id, spec_revisions.c.at >= created)
             .order_by(spec_revisions.c.revision.desc())
         )
     ).all()

@@ -664,6 +664,76 @@ async def test_another_teams_dependency_does_not_stop_the_owner_deleting_its_app
     assert refused.status_code == 409 and f"{api}.uses.{web}" in refused.json()["detail"]
 
 
+async def test_a_recreated_application_starts_without_the_old_ones_state(
+    svc: RunningService,
+) -> None:
+    old_team, new_team, other_team = unique("team"), unique("team"), unique("team")
+    old, new = svc.auth("alice", f"team:{old_team}"), svc.auth("carol", f"team:{new_team}")
+    other = svc.auth("mallory", f"team:{other_team}")
+    app, web = unique("app"), unique("web")
+    await put(svc, f"/v1/apps/{app}", {"owner_team": old_team}, old)
+    await put(svc, f"/v1/apps/{app}/spec", SPEC, old)
+    await put(svc, f"/v1/apps/{app}/spec", SPEC | {"version": "1.1.0"}, old)
+    await put(svc, f"/v1/apps/{web}", {"owner_team": other_team}, other)
+    uses = {
+        "type": "depends_on",
+        "source": {"kind": "application", "id": web},
+        "target": {"kind": "application", "id": app},
+    }
+    await put(svc, f"/v1/relations/{web}.uses.{app}", uses, other)
+    dropped = await svc.client.delete(f"/v1/relations/{web}.uses.{app}", headers=other)
+    await put(svc, f"/v1/relations/{web}.uses.{app}", uses, other)
+    assert (await svc.client.delete(f"/v1/apps/{app}", headers=old)).status_code == 200
+
+    # Reverting a change set of the old application's relations cannot point one at nothing.
+    dangling = await svc.client.post(
+        f"/v1/change-sets/{dropped.json()['change_set_id']}/revert",
+        params={"force": "true"},
+        headers=other,
+    )
+    assert dangling.status_code == 409, dangling.text
+    assert f"application {app!r} does not exist" in dangling.json()["detail"]
+
+    await put(svc, f"/v1/apps/{app}", {"owner_team": new_team}, new)
+    assert (await svc.client.get(f"/v1/apps/{app}/spec")).status_code == 404
+    assert (await svc.client.get(f"/v1/apps/{app}/dependents")).json() == []
+    assert (await svc.client.get(f"/v1/apps/{app}/spec/revisions")).json() == []
+
+    # Its first spec is numbered after the old ones, so its change request is a new one.
+    first = await put(svc, f"/v1/apps/{app}/spec", SPEC, new)
+    assert first["change_request_id"] == f"cmdb/{app}/spec-3/deploy"
+    revisions = (await svc.client.get(f"/v1/apps/{app}/spec/revisions")).json()
+    assert [(r["revision"], r["actor"]) for r in revisions] == [(3, "carol")]
+
+
+async def test_a_revert_that_would_leave_an_item_referring_to_nothing_is_refused(
+    svc: RunningService,
+) -> None:
+    team = unique("team")
+    owner = svc.auth("alice", f"team:{team}")
+    app = unique("app")
+    created = await put(svc, f"/v1/apps/{app}", {"owner_team": team}, owner)
+    _, zone, pool = await seed_zone(svc)
+    host = unique("host")
+    await put(svc, f"/v1/hosts/{host}", host_body(zone, pool), infra_token(svc))
+    instance = {
+        "app_id": app,
+        "version": "1.0.0",
+        "host_id": host,
+        "zone_id": zone,
+        "endpoint": "127.0.0.1:9",
+        "started_at": T0.isoformat(),
+    }
+    await put(svc, f"/v1/instances/{app}-0", instance, owner)
+
+    refused = await svc.client.post(
+        f"/v1/change-sets/{created['change_set_id']}/revert", headers=owner
+    )
+    assert refused.status_code == 409, refused.text
+    assert f"instance '{app}-0'" in refused.json()["detail"]
+    assert (await svc.client.get(f"/v1/apps/{app}")).status_code == 200
+
+
 async def test_a_real_prometheus_discovers_ready_instances_through_the_sd_endpoint(
     svc: RunningService, tmp_path: Path
 ) -> None:
