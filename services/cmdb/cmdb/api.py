@@ -11,8 +11,10 @@ Who may write what (a bearer token is required for every write, else 401):
   owning application (both the old and the new owner when ownership moves) or `admin`;
 - reverting a change set: the same scopes for every item the revert touches;
 - an import: the same scopes per row (rows the token does not cover are reported as errors).
-Anything else is 403. The token's subject is the actor of every revision it writes; changes made
-because of an event record `event:<source>` as actor and the event id as cause.
+Anything else is 403. The token's subject is the actor of every revision it writes (at most 300
+characters, else 400); changes made because of an event record `event:<source>` as actor and the
+event id as cause. A NUL character in a path, a query or a body is refused (400, or 422 with its
+place in a body): PostgreSQL can neither store nor compare it.
 """
 
 from __future__ import annotations
