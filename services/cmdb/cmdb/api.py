@@ -11,8 +11,10 @@ Who may write what (a bearer token is required for every write, else 401):
   owning application (both the old and the new owner when ownership moves) or `admin`;
 - reverting a change set: the same scopes for every item the revert touches;
 - an import: the same scopes per row (rows the token does not cover are reported as errors).
-Anything else is 403. The token's subject is the actor of every revision it writes; changes made
-because of an event record `event:<source>` as actor and the event id as cause.
+Anything else is 403. The token's subject is the actor of every revision it writes (at most 300
+characters, else 400); changes made because of an event record `event:<source>` as actor and the
+event id as cause. A NUL character in a path, a query or a body is refused (400, or 422 with its
+place in a body): PostgreSQL can neither store nor compare it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from cmdb import handlers, importer, views
@@ -39,10 +41,35 @@ from cmdb.schemas import (
     SpecOut,
     WriteResult,
 )
-from ooda.auth import AuthenticatedActor
+from ooda.auth import Actor, AuthenticatedActor
 from ooda.service import AppIdPath, Runtime
 
-router = APIRouter(prefix="/v1", lifespan=read_pool)
+ACTOR_MAX_LENGTH = 300
+"""The longest token subject the history keeps as actor (`change_sets.actor`, `revisions.actor`)."""
+
+
+def _no_nul(request: Request) -> None:
+    """400 for a NUL character in the path or the query: PostgreSQL can neither store nor
+    compare one, so it would otherwise fail deep in a query."""
+    if "\x00" in request.scope["path"] or any(
+        "\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()
+    ):
+        raise BadRequest("the path or the query holds a NUL character")
+
+
+def _writer(actor: AuthenticatedActor) -> Actor:
+    """The authenticated actor of a write, whose subject must fit the history's actor column."""
+    if len(actor.subject) > ACTOR_MAX_LENGTH or "\x00" in actor.subject:
+        raise BadRequest(
+            f"the token's subject must be at most {ACTOR_MAX_LENGTH} characters without NUL "
+            "(it is recorded as the actor of every revision)"
+        )
+    return actor
+
+
+Writer = Annotated[Actor, Depends(_writer)]
+
+router = APIRouter(prefix="/v1", lifespan=read_pool, dependencies=[Depends(_no_nul)])
 
 RESERVED = frozenset({"selector", "sort", "limit", "cursor"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
@@ -108,7 +135,7 @@ def _collection_routes(collection: str, kind: str) -> None:
         selector: SelectorQuery = "",
         sort: SortQuery = "id",
         limit: Limit = 100,
-        cursor: str | None = None,
+        cursor: Annotated[str | None, Query(max_length=2048)] = None,
     ) -> ItemPage | Response:
         return await _page(request, kind, selector, sort, limit, cursor)
 
@@ -127,7 +154,7 @@ def _collection_routes(collection: str, kind: str) -> None:
         request: Request,
         response: Response,
         item_id: str,
-        actor: AuthenticatedActor,
+        actor: Writer,
         body: Annotated[dict[str, Any], Body()],
     ) -> WriteResult:
         rt = _runtime(request)
@@ -139,7 +166,7 @@ def _collection_routes(collection: str, kind: str) -> None:
             response.status_code = status.HTTP_201_CREATED
         return WriteResult(item=item, op=op, change_set_id=change_set_id)
 
-    async def delete(request: Request, item_id: str, actor: AuthenticatedActor) -> WriteResult:
+    async def delete(request: Request, item_id: str, actor: Writer) -> WriteResult:
         rt = _runtime(request)
         async with rt.sessions() as session, session.begin():
             change_set_id = await handlers.delete_item(
@@ -200,7 +227,7 @@ async def put_spec(
     request: Request,
     response: Response,
     app: AppIdPath,
-    actor: AuthenticatedActor,
+    actor: Writer,
     body: Annotated[dict[str, Any], Body()],
 ) -> SpecOut:
     rt = _runtime(request)
@@ -291,7 +318,7 @@ async def get_change_set(request: Request, change_set_id: str) -> ChangeSetOut:
     status_code=status.HTTP_201_CREATED,
 )
 async def revert(
-    request: Request, change_set_id: str, actor: AuthenticatedActor, force: bool = False
+    request: Request, change_set_id: str, actor: Writer, force: bool = False
 ) -> ChangeSetOut:
     rt = _runtime(request)
     async with rt.sessions() as session, session.begin():
@@ -325,7 +352,7 @@ async def get_search(
 async def post_import(
     request: Request,
     response: Response,
-    actor: AuthenticatedActor,
+    actor: Writer,
     format: Annotated[str | None, Query(pattern="^(jsonl|csv)$")] = None,
     dry_run: bool = False,
     atomic: bool = True,

@@ -3,7 +3,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from cmdb.domain import AttributeSchema
+from cmdb.domain import MAX_SEQUENCE_GAP, AttributeSchema
 from ooda.settings import ServiceSettings
 
 DEFAULT_ATTRIBUTE_SCHEMAS = {
@@ -21,6 +21,14 @@ class Settings(ServiceSettings):
 
     service_name: str = "cmdb"
     port: int = 8001
+    max_sequence_gap: int = Field(
+        MAX_SEQUENCE_GAP,
+        ge=1,
+        description=(
+            "how far past the applied sequence of an application a deploy-done may be; one "
+            "further ahead is dead-lettered (raise it for a while after restoring an old backup)"
+        ),
+    )
     attribute_schemas: dict[str, AttributeSchema] = Field(
         default_factory=lambda: dict(DEFAULT_ATTRIBUTE_SCHEMAS),
         description=(

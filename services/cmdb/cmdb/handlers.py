@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmdb.domain import (
+    MAX_SEQUENCE_GAP,
     ApplicationSpec,
     AttributeSchema,
     Instance,
@@ -70,6 +71,8 @@ _REFERENCE_FIELD = {
     "application": "app_id",
 }
 _INSTANCE_STATUS = {"starting": "starting", "ready": "ready", "stopping": "draining"}
+_EVENT_ID_MAX_LENGTH = 200  # instance_watermarks.event_id (the cause column holds 300)
+_EVENT_SOURCE_MAX_LENGTH = 300 - len("event:")  # the actor `event:<source>`
 
 
 # --- validation and authorisation -----------------------------------------------------------
@@ -90,6 +93,7 @@ def validate_item(
         for name, expected in (("kind", kind), ("id", item_id))
         if name in body and body[name] != expected
     ]
+    problems += [problem((*loc, *p), "must not hold a NUL character") for p in _nul_paths(body)]
     if problems:
         raise Invalid(problems)
     try:
@@ -100,6 +104,21 @@ def validate_item(
     if bad_attributes:
         raise Invalid([problem((*loc, *p.path), p.message) for p in bad_attributes])
     return item
+
+
+def _nul_paths(value: object, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Where a JSON value holds a NUL character (in a string or a key): PostgreSQL refuses it."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [
+            p
+            for key, inner in value.items()
+            for p in ([(*path, key)] if "\x00" in str(key) else _nul_paths(inner, (*path, key)))
+        ]
+    if isinstance(value, list):
+        return [p for index, inner in enumerate(value) for p in _nul_paths(inner, (*path, index))]
+    return []
 
 
 def _problem_of(
@@ -242,6 +261,35 @@ async def referrers(session: AsyncSession, kind: str, item_id: str) -> list[str]
     return [f"{r.kind} {r.id!r}" for r in (await session.execute(query)).all()]
 
 
+async def foreign_relations(session: AsyncSession, app_id: str, team: str) -> list[str]:
+    """The live relations to or from an application that another team owns (an application's
+    relation belongs to the team of its source application).
+
+    Deleting the application deletes them with it, in its change set: another team's
+    `depends_on` says something about that team's application, which the owner cannot change
+    and which must not stop the owner deleting its own; left in place it would point at
+    nothing, or at whatever application takes the id next. Their history keeps who deleted them
+    and when, and their team hears of it through `cmdb-changed` (keyed by its application).
+    Relations of the owner's own team still block the delete: the owner moves those first.
+    """
+    rows = list(
+        await session.scalars(
+            select(items.c.data).where(
+                items.c.kind == "relation",
+                ~items.c.deleted,
+                or_(
+                    *(
+                        items.c.data.contains({end: {"kind": "application", "id": app_id}})
+                        for end in ("source", "target")
+                    )
+                ),
+            )
+        )
+    )
+    owners = await Owners.load(session, rows)
+    return sorted(str(d["id"]) for d in rows if owners.teams(d) != {team})
+
+
 # --- item writes ------------------------------------------------------------------------------
 
 
@@ -276,15 +324,18 @@ async def delete_item(
     if current is None or current.deleted:
         raise NotFound(f"{kind} {item_id!r} does not exist")
     await authorize(session, actor, None, current.data)
+    change_set = ChangeSet(session, outbox, actor.subject, None, at)
+    if kind == "application":
+        for relation_id in await foreign_relations(session, item_id, current.data["owner_team"]):
+            await change_set.delete("relation", relation_id)
     users = await referrers(session, kind, item_id)
-    if users:
+    if users:  # the transaction rolls back: the relations above stay too
         more = ", ..." if len(users) > 5 else ""
         raise Conflict(
             f"{kind} {item_id!r} is still referred to by {', '.join(users[:5])}{more}; "
             "delete or move those first",
             referrers=users[:5],
         )
-    change_set = ChangeSet(session, outbox, actor.subject, None, at)
     if kind == "application":
         await change_set.delete("application_spec", item_id)
     await change_set.delete(kind, item_id)
@@ -377,30 +428,50 @@ async def put_spec(
         return current, False, None, None
     cause = spec_cause(app_id, revision)
     change_set = ChangeSet(session, outbox, actor.subject, cause, at)
+    request_id = await write_spec_revision(
+        session,
+        outbox,
+        change_set,
+        spec,
+        current,
+        reason=f"spec revision {revision} applied by {actor.subject}",
+    )
+    change_set.publish()
+    return snapshot(spec), True, change_set.id, request_id
+
+
+async def write_spec_revision(
+    session: AsyncSession,
+    outbox: Outbox,
+    change_set: ChangeSet,
+    spec: ApplicationSpec,
+    current: Snapshot | None,
+    reason: str,
+) -> str | None:
+    """Make `spec` (numbered by the caller) the current one in `change_set`: the item, the spec
+    revision row and its change request (a deploy when what runs changes, else a scale)."""
     await change_set.put(spec)
     await session.execute(
         spec_revisions.insert().values(
-            app_id=app_id,
-            revision=revision,
+            app_id=spec.id,
+            revision=spec.revision,
             spec=snapshot(spec),
             change_set_id=change_set.id,
-            actor=actor.subject,
-            at=at,
+            actor=change_set.actor,
+            at=change_set.at,
         )
     )
     rollout = current is None or any(current.get(f) != snapshot(spec)[f] for f in _ROLLOUT_FIELDS)
-    request_id = await request_change(
+    return await request_change(
         session,
         outbox,
         spec=spec,
         kind="deploy" if rollout else "scale",
         replicas=spec.replicas.desired,
-        requested_by=actor.subject,
-        reason=f"spec revision {revision} applied by {actor.subject}",
-        at=at,
+        requested_by=change_set.actor,
+        reason=reason,
+        at=change_set.at,
     )
-    change_set.publish()
-    return snapshot(spec), True, change_set.id, request_id
 
 
 # --- change sets ------------------------------------------------------------------------------
@@ -449,7 +520,9 @@ async def revert_change_set(
         )
     ).all()
     touched = {(r.kind, r.item_id) for r in rows}
-    for kind, item_id in sorted(touched):
+    # A spec's application too, locked first as `put_spec` does: it serialises spec revisions.
+    apps = {("application", item_id) for kind, item_id in touched if kind == "application_spec"}
+    for kind, item_id in sorted(touched | apps):
         await get_item(session, kind, item_id, lock=True)
     latest_rows = (
         await session.execute(
@@ -476,7 +549,11 @@ async def revert_change_set(
     await change_set.start()
     for step in plan:
         await authorize(session, actor, step.target, step.expected)
-        await change_set.write(step.item.kind, step.item.id, step.target)
+        await _check_references(session, change_set_id, step.item, step.target)
+        if step.item.kind == "application_spec" and step.target is not None:
+            await _revert_spec(session, outbox, change_set, step.item.id, step.target)
+        else:
+            await change_set.write(step.item.kind, step.item.id, step.target)
     await session.execute(
         update(change_sets)
         .where(change_sets.c.id == change_set_id)
@@ -484,6 +561,47 @@ async def revert_change_set(
     )
     change_set.publish()
     return change_set
+
+
+async def _check_references(
+    session: AsyncSession, change_set_id: str, ref: ItemRef, target: Snapshot | None
+) -> None:
+    """Conflict unless a revert step leaves every reference whole: an item it brings back
+    refers only to live items (not to an application deleted, or deleted and recreated, since),
+    and an item it deletes is referred to by nothing."""
+    refused = f"cannot revert change set {change_set_id}: {ref}"
+    if target is None:
+        users = await referrers(session, ref.kind, ref.id)
+        if users:
+            raise Conflict(f"{refused} is still referred to by {', '.join(users[:5])}")
+        return
+    try:
+        item = parse_item(target)
+    except ValidationError as exc:
+        raise Conflict(f"{refused} as it was is no longer valid: {exc}") from exc
+    missing = await missing_references(session, item)
+    if missing:
+        raise Conflict(
+            f"{refused} would refer to what is gone: " + "; ".join(p["msg"] for p in missing)
+        )
+
+
+async def _revert_spec(
+    session: AsyncSession, outbox: Outbox, change_set: ChangeSet, app_id: str, target: Snapshot
+) -> None:
+    """Bring back an earlier spec as a new revision that rolls out, like any spec change: written
+    back as it was, the spec would say one thing while the old revision's change request was
+    already made (and not repeated), so what runs would never follow it."""
+    revision = await latest_spec_revision(session, app_id) + 1
+    spec = parse_item({**target, "revision": revision})
+    assert isinstance(spec, ApplicationSpec)
+    current = await live_item(session, "application_spec", app_id)
+    if current is not None and {**current, "revision": revision} == snapshot(spec):
+        return  # the spec is already back to it (as for `put_spec`: no revision, no request)
+    reason = (
+        f"spec revision {revision} reverts change set {change_set.reverts} (by {change_set.actor})"
+    )
+    await write_spec_revision(session, outbox, change_set, spec, current, reason)
 
 
 # --- closing the loop -------------------------------------------------------------------------
@@ -514,15 +632,25 @@ async def live_instances(session: AsyncSession, app_id: str) -> list[Instance]:
 
 
 async def apply_deploy_done(
-    session: AsyncSession, outbox: Outbox, event: Event, at: datetime
+    session: AsyncSession,
+    outbox: Outbox,
+    event: Event,
+    at: datetime,
+    max_gap: int = MAX_SEQUENCE_GAP,
 ) -> ChangeSet | None:
     """Make an application's instances the set a deployment reported, unless it is stale.
 
-    Then compare reality with the declared spec and ask for a change (once per spec revision
-    and kind) when it is outside it.
+    A sequence more than `max_gap` past the applied one is refused (PermanentError: the event
+    goes to the dead letters, the watermark stays). Then compare reality with the declared spec
+    and ask for a change (once per spec revision and kind) when it is outside it.
     """
     done = event.data
     assert isinstance(done, DeployDone)
+    if len(event.id) > _EVENT_ID_MAX_LENGTH or len(event.source) > _EVENT_SOURCE_MAX_LENGTH:
+        raise PermanentError(
+            f"deploy-done for {done.app}: an event id over {_EVENT_ID_MAX_LENGTH} characters or a "
+            f"source over {_EVENT_SOURCE_MAX_LENGTH} does not fit the history"
+        )
     try:
         report = InstanceSetReport(
             app_id=done.app,
@@ -541,7 +669,7 @@ async def apply_deploy_done(
     watermark = Watermark(event_time=EPOCH, sequence=mark.sequence) if mark else None
     current = await live_instances(session, done.app)
     try:
-        result = apply_instance_set(current, watermark, report)
+        result = apply_instance_set(current, watermark, report, max_gap)
     except ValueError as exc:
         raise PermanentError(str(exc)) from exc
     if isinstance(result, StaleInstanceSet):

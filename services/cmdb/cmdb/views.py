@@ -154,8 +154,13 @@ def encode_cursor(sort: str, value: Any, item_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
-    """The position a cursor points after; BadRequest when it is not one of ours."""
+def decode_cursor(cursor: str, sort: str, *, numeric: bool) -> tuple[Any, str]:
+    """The position a cursor points after; BadRequest when it is not one of ours.
+
+    The position must be one `encode_cursor` could have made for the sort: an item id and a
+    value of the sort field's type (a finite number for a `numeric` field, else text or null),
+    so a crafted cursor never reaches the database with a value it cannot compare.
+    """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         cursor_sort, value, item_id = json.loads(raw)
@@ -163,7 +168,23 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
         raise BadRequest(f"invalid cursor {cursor!r}") from exc
     if cursor_sort != sort:
         raise BadRequest(f"the cursor was made for sort {cursor_sort!r}, not {sort!r}")
-    return value, str(item_id)
+    if not _fits_sort(value, numeric) or not _fits_text(item_id, 253):
+        raise BadRequest(f"invalid cursor {cursor!r}: not a position in sort {sort!r}")
+    return value, item_id
+
+
+def _fits_text(value: object, max_length: int) -> bool:
+    return isinstance(value, str) and len(value) <= max_length and "\x00" not in value
+
+
+def _fits_sort(value: object, numeric: bool) -> bool:
+    if value is None:
+        return True
+    if numeric:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return abs(value) < 1e300  # also False for NaN and infinities
+    return _fits_text(value, 4096)
 
 
 def _page_query(
@@ -196,7 +217,7 @@ def _page_query(
     descending = sort.startswith("-")
     expression = _sort_expression(kind, sort.removeprefix("-"))
     if cursor:
-        value, after_id = decode_cursor(cursor, sort)
+        value, after_id = decode_cursor(cursor, sort, numeric=fields[sort.removeprefix("-")])
         position = tuple_(expression, items.c.id)
         bound = tuple_(value, after_id)
         query = query.where(position < bound if descending else position > bound)
@@ -520,12 +541,29 @@ async def prometheus_targets(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def spec_history(session: AsyncSession, app_id: str) -> list[dict[str, Any]]:
-    """Every spec revision of an application, newest first."""
+    """Every spec revision of an application since it was last created (or brought back by a
+    revert), newest first.
+
+    An application deleted and created again under the same id is a new one: the old one's
+    revisions stay in the item history (`/history/application_spec/{id}`), not in its list. Its
+    revisions still count on from the old ones, so their change requests' keys are new.
+    """
     await get_live(session, "application", app_id)
+    created = (
+        select(revisions.c.at)
+        .where(
+            revisions.c.kind == "application",
+            revisions.c.item_id == app_id,
+            revisions.c.op == "create",
+        )
+        .order_by(revisions.c.sequence.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     rows = (
         await session.execute(
             select(spec_revisions)
-            .where(spec_revisions.c.app_id == app_id)
+            .where(spec_revisions.c.app_id == app_id, spec_revisions.c.at >= created)
             .order_by(spec_revisions.c.revision.desc())
         )
     ).all()

@@ -42,6 +42,8 @@ from cmdb.domain.items import (
 )
 from cmdb.domain.labels import Labels, check_labels, label_key_problem, label_value_problem
 from cmdb.domain.reconcile import (
+    MAX_SEQUENCE_GAP,
+    ImplausibleSequenceError,
     InstanceSetApplied,
     InstanceSetReport,
     RequestedChange,
@@ -64,6 +66,7 @@ from cmdb.domain.topology import (
 )
 
 __all__ = [
+    "MAX_SEQUENCE_GAP",
     "AppImpact",
     "Application",
     "ApplicationSpec",
@@ -76,6 +79,7 @@ __all__ = [
     "FieldChange",
     "HealthCheck",
     "Host",
+    "ImplausibleSequenceError",
     "Instance",
     "InstanceSetApplied",
     "InstanceSetReport",

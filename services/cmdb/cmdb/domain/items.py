@@ -22,7 +22,8 @@ ItemKind = Literal[
 Identifier = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", max_length=253)
 ]
-AttributeValue = str | int | float | bool
+Version = Annotated[str, StringConstraints(max_length=128)]
+AttributeValue = Annotated[str, StringConstraints(max_length=1024)] | int | float | bool
 HostStatus = Literal["up", "down", "maintenance", "retired"]
 InstanceStatus = Literal["starting", "ready", "draining", "failed", "stopped"]
 LIVE_INSTANCE_STATUSES: frozenset[InstanceStatus] = frozenset({"starting", "ready"})
@@ -115,7 +116,7 @@ class ReplicaBounds(_Strict):
 class HealthCheck(_Strict):
     """The HTTP path that says an instance is healthy, and how long to wait for it."""
 
-    path: Annotated[str, StringConstraints(pattern=r"^/\S*$")] = "/healthz"
+    path: Annotated[str, StringConstraints(pattern=r"^/\S*$", max_length=1024)] = "/healthz"
     timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
 
 
@@ -174,8 +175,10 @@ class ApplicationSpec(_Item):
 
     kind: Literal["application_spec"] = "application_spec"
     revision: PositiveInt
-    artifact: Annotated[str, StringConstraints(min_length=1)]
-    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")]
+    artifact: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    version: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=128)
+    ]
     replicas: ReplicaBounds
     resources: ResourceRequest = ResourceRequest()
     health_check: HealthCheck = HealthCheck()
@@ -189,10 +192,10 @@ class Instance(_Item):
 
     kind: Literal["instance"] = "instance"
     app_id: Identifier
-    version: str
+    version: Version
     host_id: Identifier
     zone_id: Identifier
-    endpoint: Annotated[str, StringConstraints(pattern=r"^[^\s:]+:\d{1,5}$")]
+    endpoint: Annotated[str, StringConstraints(pattern=r"^[^\s:]+:\d{1,5}$", max_length=260)]
     status: InstanceStatus = "starting"
     started_at: AwareDatetime
 

@@ -108,6 +108,18 @@ class InstanceSetApplied(_Frozen):
     removed: tuple[str, ...]
 
 
+MAX_SEQUENCE_GAP = 100
+"""How far past the applied sequence a deploy-done may be. The pipeline counts each application's
+deploy-dones one by one (1, 2, 3, ...) and Kafka keeps one application's records in order, so
+the CMDB sees every number in turn; a gap only opens where it dead-lettered (or never received)
+some. A sequence further ahead was not made by the pipeline: applied, it would freeze the
+application's instances, every genuine report after it being older."""
+
+
+class ImplausibleSequenceError(ValueError):
+    """A report's sequence jumps further past the applied one than the pipeline could have."""
+
+
 class StaleInstanceSet(_Frozen):
     """A report that is older than (or the same as) what was already applied: ignore it."""
 
@@ -115,9 +127,16 @@ class StaleInstanceSet(_Frozen):
 
 
 def apply_instance_set(
-    current: Sequence[Instance], watermark: Watermark | None, report: InstanceSetReport
+    current: Sequence[Instance],
+    watermark: Watermark | None,
+    report: InstanceSetReport,
+    max_gap: int = MAX_SEQUENCE_GAP,
 ) -> InstanceSetApplied | StaleInstanceSet:
-    """Replace an app's instances with a newer report; an older or replayed one changes nothing."""
+    """Replace an app's instances with a newer report; an older or replayed one changes nothing.
+
+    A report whose sequence is more than `max_gap` past the applied one (0 before the first) is
+    refused with ImplausibleSequenceError, and moves nothing: later genuine reports still apply.
+    """
     strangers = sorted(i.id for i in (*current, *report.instances) if i.app_id != report.app_id)
     if strangers:
         raise ValueError(f"instances {', '.join(strangers)} do not belong to {report.app_id}")
@@ -129,6 +148,13 @@ def apply_instance_set(
             reason=f"report at {report.position.event_time.isoformat()} "
             f"#{report.position.sequence} is not newer than the applied "
             f"{watermark.event_time.isoformat()} #{watermark.sequence}"
+        )
+    applied = watermark.sequence if watermark is not None else 0
+    if report.position.sequence - applied > max_gap:
+        raise ImplausibleSequenceError(
+            f"deploy-done for {report.app_id}: sequence {report.position.sequence} is "
+            f"{report.position.sequence - applied} past the applied {applied} (at most {max_gap}); "
+            "the pipeline numbers an application's deploy-dones one by one, so it did not make this"
         )
     before = {i.id: i for i in current}
     return InstanceSetApplied(

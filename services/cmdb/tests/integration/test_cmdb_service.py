@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
@@ -382,6 +383,39 @@ async def test_a_spec_revision_publishes_exactly_one_change_request(svc: Running
     assert [(r["revision"], r["actor"]) for r in revisions] == [(2, "alice"), (1, "alice")]
 
 
+async def test_reverting_a_spec_change_is_a_new_revision_that_rolls_out(
+    svc: RunningService,
+) -> None:
+    app, team = unique("app"), unique("team")
+    owner = svc.auth("alice", f"team:{team}")
+    await put(svc, f"/v1/apps/{app}", {"owner_team": team}, owner)
+    await put(svc, f"/v1/apps/{app}/spec", SPEC, owner)
+    second = await put(svc, f"/v1/apps/{app}/spec", SPEC | {"version": "2.0.0"}, owner)
+
+    reverted = await svc.client.post(
+        f"/v1/change-sets/{second['change_set_id']}/revert", headers=svc.auth("bob", f"team:{team}")
+    )
+    assert reverted.status_code == 201, reverted.text
+
+    spec = (await svc.client.get(f"/v1/apps/{app}/spec")).json()
+    assert (spec["revision"], spec["version"]) == (3, "1.0.0")
+    revisions = (await svc.client.get(f"/v1/apps/{app}/spec/revisions")).json()
+    assert [(r["revision"], r["actor"], r["spec"]["version"]) for r in revisions] == [
+        (3, "bob", "1.0.0"),
+        (2, "alice", "2.0.0"),
+        (1, "alice", "1.0.0"),
+    ]
+    assert revisions[0]["change_set_id"] == reverted.json()["id"]
+    (revision,) = reverted.json()["revisions"]
+    assert (revision["actor"], revision["after"]["revision"]) == ("bob", 3)
+    requested = await read_events(svc, "change-requested", app)
+    assert [(e.data.request_id, e.data.target.version, e.data.requested_by) for e in requested] == [
+        (f"cmdb/{app}/spec-1/deploy", "1.0.0", "alice"),
+        (f"cmdb/{app}/spec-2/deploy", "2.0.0", "alice"),
+        (f"cmdb/{app}/spec-3/deploy", "1.0.0", "bob"),
+    ]
+
+
 def deploy_done(app: str, sequence: int, hosts: list[str], zone: str, version: str) -> DeployDone:
     return DeployDone(
         app=app,
@@ -514,6 +548,60 @@ async def test_a_malformed_deploy_done_goes_to_the_dead_letters(svc: RunningServ
     assert (await svc.client.get("/v1/instances", params={"app": app})).json()["items"] == []
 
 
+async def dead_letters(svc: RunningService, app: str, timeout: float = 30.0) -> list[Any]:
+    """The `deploy-done` dead letters about `app`, each as (event, the error header)."""
+    consumer = AIOKafkaConsumer(
+        svc.prefix + "deploy-done.dlq",
+        bootstrap_servers=svc.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=unique("reader"),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not found:
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    for r in records:
+                        event = decode(r.key, r.headers, r.value)
+                        if event.data.app == app:
+                            found.append((event, dict(r.headers)["ooda_dlq_error"].decode()))
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_a_forged_sequence_far_ahead_is_dead_lettered_and_later_ones_still_apply(
+    svc: RunningService,
+) -> None:
+    app, team = unique("app"), unique("team")
+    await put(svc, f"/v1/apps/{app}", {"owner_team": team}, svc.auth("alice", f"team:{team}"))
+    _, zone, pool = await seed_zone(svc)
+    hosts = [unique("host") for _ in range(3)]
+    for host in hosts:
+        await put(svc, f"/v1/hosts/{host}", host_body(zone, pool), infra_token(svc))
+    rt = svc.app.state.runtime
+    for payload in (
+        deploy_done(app, 1, hosts[:1], zone, "1.0.0"),
+        deploy_done(app, 3, hosts, zone, "6.6.6").model_copy(update={"sequence": 9 * 10**12}),
+        deploy_done(app, 2, hosts[:2], zone, "1.0.1"),
+    ):
+        async with rt.sessions() as session, session.begin():
+            rt.outbox.add(session, payload)
+
+    await until(lambda: _watermark_is(svc, app, 2))
+    listed = (await svc.client.get("/v1/instances", params={"app": app})).json()["items"]
+    assert [(i["id"], i["version"]) for i in listed] == [
+        (f"{app}-0", "1.0.1"),
+        (f"{app}-1", "1.0.1"),
+    ]
+    ((dead, error),) = await dead_letters(svc, app)
+    assert dead.data.sequence == 9_000_000_000_000
+    assert "sequence 9000000000000" in error and "past the applied 1" in error
+
+
 async def test_relations_answer_what_depends_on_an_application(svc: RunningService) -> None:
     team = unique("team")
     owner = svc.auth("alice", f"team:{team}")
@@ -532,6 +620,118 @@ async def test_relations_answer_what_depends_on_an_application(svc: RunningServi
     assert found == [{"app": api, "distance": 1}, {"app": web, "distance": 2}]
     refused = await svc.client.delete(f"/v1/apps/{db}", headers=owner)
     assert refused.status_code == 409 and f"{api}.uses.{db}" in refused.json()["detail"]
+
+
+async def test_another_teams_dependency_does_not_stop_the_owner_deleting_its_app(
+    svc: RunningService,
+) -> None:
+    ours, theirs = unique("team"), unique("team")
+    owner, other = svc.auth("alice", f"team:{ours}"), svc.auth("mallory", f"team:{theirs}")
+    db, web, api = unique("db"), unique("web"), unique("api")
+    await put(svc, f"/v1/apps/{db}", {"owner_team": ours}, owner)
+    await put(svc, f"/v1/apps/{api}", {"owner_team": ours}, owner)
+    await put(svc, f"/v1/apps/{web}", {"owner_team": theirs}, other)
+    uses = {
+        "type": "depends_on",
+        "source": {"kind": "application", "id": web},
+        "target": {"kind": "application", "id": db},
+    }
+    await put(svc, f"/v1/relations/{web}.uses.{db}", uses, other)
+
+    deleted = await svc.client.delete(f"/v1/apps/{db}", headers=owner)
+    assert deleted.status_code == 200, deleted.text
+    assert (await svc.client.get(f"/v1/relations/{web}.uses.{db}")).status_code == 404
+    history = (await svc.client.get(f"/v1/history/relation/{web}.uses.{db}")).json()
+    assert [(r["op"], r["actor"]) for r in history["revisions"]] == [
+        ("create", "mallory"),
+        ("delete", "alice"),
+    ]
+    assert history["revisions"][1]["change_set_id"] == deleted.json()["change_set_id"]
+    changed = await read_events(svc, "cmdb-changed", web)
+    assert [(i.id, i.op) for e in changed for i in e.data.items if i.type == "relation"] == [
+        (f"{web}.uses.{db}", "create"),
+        (f"{web}.uses.{db}", "delete"),
+    ]
+
+    # A relation of the owner's own team still has to go first.
+    mine = {
+        "type": "depends_on",
+        "source": {"kind": "application", "id": api},
+        "target": {"kind": "application", "id": web},
+    }
+    await put(svc, f"/v1/relations/{api}.uses.{web}", mine, owner)
+    refused = await svc.client.delete(f"/v1/apps/{api}", headers=owner)
+    assert refused.status_code == 409 and f"{api}.uses.{web}" in refused.json()["detail"]
+
+
+async def test_a_recreated_application_starts_without_the_old_ones_state(
+    svc: RunningService,
+) -> None:
+    old_team, new_team, other_team = unique("team"), unique("team"), unique("team")
+    old, new = svc.auth("alice", f"team:{old_team}"), svc.auth("carol", f"team:{new_team}")
+    other = svc.auth("mallory", f"team:{other_team}")
+    app, web = unique("app"), unique("web")
+    await put(svc, f"/v1/apps/{app}", {"owner_team": old_team}, old)
+    await put(svc, f"/v1/apps/{app}/spec", SPEC, old)
+    await put(svc, f"/v1/apps/{app}/spec", SPEC | {"version": "1.1.0"}, old)
+    await put(svc, f"/v1/apps/{web}", {"owner_team": other_team}, other)
+    uses = {
+        "type": "depends_on",
+        "source": {"kind": "application", "id": web},
+        "target": {"kind": "application", "id": app},
+    }
+    await put(svc, f"/v1/relations/{web}.uses.{app}", uses, other)
+    dropped = await svc.client.delete(f"/v1/relations/{web}.uses.{app}", headers=other)
+    await put(svc, f"/v1/relations/{web}.uses.{app}", uses, other)
+    assert (await svc.client.delete(f"/v1/apps/{app}", headers=old)).status_code == 200
+
+    # Reverting a change set of the old application's relations cannot point one at nothing.
+    dangling = await svc.client.post(
+        f"/v1/change-sets/{dropped.json()['change_set_id']}/revert",
+        params={"force": "true"},
+        headers=other,
+    )
+    assert dangling.status_code == 409, dangling.text
+    assert f"application {app!r} does not exist" in dangling.json()["detail"]
+
+    await put(svc, f"/v1/apps/{app}", {"owner_team": new_team}, new)
+    assert (await svc.client.get(f"/v1/apps/{app}/spec")).status_code == 404
+    assert (await svc.client.get(f"/v1/apps/{app}/dependents")).json() == []
+    assert (await svc.client.get(f"/v1/apps/{app}/spec/revisions")).json() == []
+
+    # Its first spec is numbered after the old ones, so its change request is a new one.
+    first = await put(svc, f"/v1/apps/{app}/spec", SPEC, new)
+    assert first["change_request_id"] == f"cmdb/{app}/spec-3/deploy"
+    revisions = (await svc.client.get(f"/v1/apps/{app}/spec/revisions")).json()
+    assert [(r["revision"], r["actor"]) for r in revisions] == [(3, "carol")]
+
+
+async def test_a_revert_that_would_leave_an_item_referring_to_nothing_is_refused(
+    svc: RunningService,
+) -> None:
+    team = unique("team")
+    owner = svc.auth("alice", f"team:{team}")
+    app = unique("app")
+    created = await put(svc, f"/v1/apps/{app}", {"owner_team": team}, owner)
+    _, zone, pool = await seed_zone(svc)
+    host = unique("host")
+    await put(svc, f"/v1/hosts/{host}", host_body(zone, pool), infra_token(svc))
+    instance = {
+        "app_id": app,
+        "version": "1.0.0",
+        "host_id": host,
+        "zone_id": zone,
+        "endpoint": "127.0.0.1:9",
+        "started_at": T0.isoformat(),
+    }
+    await put(svc, f"/v1/instances/{app}-0", instance, owner)
+
+    refused = await svc.client.post(
+        f"/v1/change-sets/{created['change_set_id']}/revert", headers=owner
+    )
+    assert refused.status_code == 409, refused.text
+    assert f"instance '{app}-0'" in refused.json()["detail"]
+    assert (await svc.client.get(f"/v1/apps/{app}")).status_code == 200
 
 
 async def test_a_real_prometheus_discovers_ready_instances_through_the_sd_endpoint(
@@ -604,3 +804,98 @@ async def test_a_real_prometheus_discovers_ready_instances_through_the_sd_endpoi
         await asyncio.wait_for(prometheus.wait(), 10)
         server.should_exit = True
         await serving
+
+
+def _cursor(raw: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+async def test_nul_characters_oversize_strings_and_crafted_cursors_get_4xx(
+    svc: RunningService,
+) -> None:
+    app, team = unique("app"), unique("team")
+    owner = svc.auth("alice", f"team:{team}")
+    await put(svc, f"/v1/apps/{app}", {"owner_team": team}, owner)
+    _, zone, pool = await seed_zone(svc)
+    host = unique("host")
+    await put(svc, f"/v1/hosts/{host}", host_body(zone, pool), infra_token(svc))
+    client = svc.client
+
+    # NUL in the path or the query: PostgreSQL cannot store or compare it.
+    for method, url, params in (
+        ("GET", "/v1/apps/a%00b", {}),
+        ("GET", "/v1/apps/a%00b", {"as_of": T0.isoformat()}),
+        ("DELETE", "/v1/apps/a%00b", {}),
+        ("GET", "/v1/apps", {"owner_team": "a\x00"}),
+        ("GET", "/v1/hosts", {"address": "a\x00"}),
+        ("GET", "/v1/search", {"q": "a\x00"}),
+        ("GET", "/v1/history/application/a%00", {}),
+        ("GET", "/v1/change-sets/a%00", {}),
+        ("POST", "/v1/change-sets/a%00/revert", {}),
+        ("GET", "/v1/hosts/a%00/instances", {}),
+        ("GET", "/v1/blast-radius", {"zone": "a\x00"}),
+    ):
+        answer = await client.request(method, url, params=params, headers=owner)
+        assert answer.status_code == 400, (method, url, params, answer.text)
+        assert "NUL" in answer.json()["detail"]
+
+    # NUL anywhere in a body, and strings longer than what the cmdb keeps for them.
+    spec = SPEC | {"artifact": "sha256:\x00"}
+    nul_spec = await client.put(f"/v1/apps/{app}/spec", json=spec, headers=owner)
+    assert nul_spec.status_code == 422, nul_spec.text
+    assert ["body", "artifact"] in [p["loc"] for p in nul_spec.json()["detail"]]
+    huge = await client.put(
+        f"/v1/apps/{app}/spec", json=SPEC | {"artifact": "x" * 100_000}, headers=owner
+    )
+    assert huge.status_code == 422 and huge.json()["detail"][0]["loc"] == ["body", "artifact"]
+    instance = {
+        "app_id": app,
+        "version": "1" * 1000,
+        "host_id": host,
+        "zone_id": zone,
+        "endpoint": "127.0.0.1:9",
+        "started_at": T0.isoformat(),
+    }
+    long_version = await client.put(f"/v1/instances/{app}-0", json=instance, headers=owner)
+    assert long_version.status_code == 422, long_version.text
+    nul_address = await client.put(
+        f"/v1/hosts/{unique('host')}",
+        json=host_body(zone, pool, address="10.0.0.1\x00"),
+        headers=infra_token(svc),
+    )
+    assert nul_address.status_code == 422, nul_address.text
+    nul_row = {"kind": "host", "id": unique("host")} | host_body(zone, pool, address="a\x00")
+    imported = await client.post(
+        "/v1/import", content=json.dumps(nul_row), headers=infra_token(svc)
+    )
+    assert imported.status_code == 422, imported.text
+    assert imported.json()["errors"][0]["loc"] == ["address"]
+
+    # A token whose subject is longer than the history's actor column, or holds a NUL.
+    for subject in ("x" * 400, "ali\x00ce"):
+        refused = await client.put(
+            f"/v1/apps/{unique('app')}",
+            json={"owner_team": team},
+            headers=svc.auth(subject, f"team:{team}"),
+        )
+        assert refused.status_code == 400, refused.text
+        assert "subject" in refused.json()["detail"]
+
+    # Cursors that decode, but to values the sort's column cannot be compared with.
+    for collection, sort, raw in (
+        ("hosts", "cpu_millis", ["cpu_millis", "abc", "x"]),
+        ("hosts", "cpu_millis", ["cpu_millis", {"a": 1}, "x"]),
+        ("hosts", "cpu_millis", ["cpu_millis", True, "x"]),
+        ("hosts", "cpu_millis", ["cpu_millis", 10**400, "x"]),
+        ("apps", "id", ["id", 5, "x"]),
+        ("apps", "id", ["id", [1], [2]]),
+        ("apps", "id", ["id", "a\x00", "x"]),
+        ("apps", "-id", ["-id", "a", "b" * 1000]),
+    ):
+        answer = await client.get(
+            f"/v1/{collection}", params={"sort": sort, "cursor": _cursor(raw)}
+        )
+        assert answer.status_code == 400, (raw, answer.text)
+    not_a_number = base64.urlsafe_b64encode(b'["cpu_millis", NaN, "x"]').decode()
+    nan = await client.get("/v1/hosts", params={"sort": "cpu_millis", "cursor": not_a_number})
+    assert nan.status_code == 400, nan.text

@@ -29,8 +29,31 @@ def test_json_lines_that_are_not_objects_become_row_errors_with_their_numbers() 
 def test_a_cursor_round_trips_and_is_refused_for_another_sort_order() -> None:
     cursor = encode_cursor("-cpu_millis", 4000, "h1")
 
-    assert decode_cursor(cursor, "-cpu_millis") == (4000, "h1")
+    assert decode_cursor(cursor, "-cpu_millis", numeric=True) == (4000, "h1")
     with pytest.raises(BadRequest, match="made for sort"):
-        decode_cursor(cursor, "id")
+        decode_cursor(cursor, "id", numeric=False)
     with pytest.raises(BadRequest, match="invalid cursor"):
-        decode_cursor("%%%", "id")
+        decode_cursor("%%%", "id", numeric=False)
+
+
+@pytest.mark.parametrize(
+    ("value", "item_id", "numeric"),
+    [
+        ("abc", "h1", True),
+        (True, "h1", True),
+        (10**400, "h1", True),
+        (float("nan"), "h1", True),
+        (5, "h1", False),
+        ([1], "h1", False),
+        ("a\x00", "h1", False),
+        ("a", 7, False),
+        ("a", "h" * 254, False),
+    ],
+)
+def test_a_crafted_cursor_with_a_value_the_sort_cannot_compare_is_refused(
+    value: object, item_id: object, numeric: bool
+) -> None:
+    cursor = encode_cursor("x", value, item_id)  # type: ignore[arg-type]
+
+    with pytest.raises(BadRequest, match="not a position"):
+        decode_cursor(cursor, "x", numeric=numeric)

@@ -6,6 +6,7 @@ import pytest
 
 from cmdb.domain import (
     ApplicationSpec,
+    ImplausibleSequenceError,
     Instance,
     InstanceSetApplied,
     InstanceSetReport,
@@ -183,3 +184,24 @@ def test_an_instance_set_listing_an_instance_twice_is_refused() -> None:
 
     with pytest.raises(ValueError, match="twice"):
         apply_instance_set([], None, twice)
+
+
+def test_a_sequence_far_beyond_the_applied_one_is_refused_and_changes_nothing() -> None:
+    applied = Watermark(event_time=T0, sequence=3)
+
+    with pytest.raises(ImplausibleSequenceError, match="sequence 1000000000 is 999999997 past"):
+        apply_instance_set(instances(2), applied, report(1, 0, 1_000_000_000), max_gap=100)
+    assert isinstance(
+        apply_instance_set(instances(2), applied, report(1, 0, 103), max_gap=100),
+        InstanceSetApplied,
+    )
+    with pytest.raises(ImplausibleSequenceError):
+        apply_instance_set(instances(2), applied, report(1, 0, 104), max_gap=100)
+
+
+def test_the_first_sequence_of_an_application_counts_from_zero() -> None:
+    assert isinstance(
+        apply_instance_set([], None, report(1, 0, 100), max_gap=100), InstanceSetApplied
+    )
+    with pytest.raises(ImplausibleSequenceError, match="past the applied 0"):
+        apply_instance_set([], None, report(1, 0, 101), max_gap=100)
