@@ -218,7 +218,7 @@ async def limits(
     quota = {"cpu_millis": QUOTA_CPU, "memory_mib": 8192}
     for url, body, headers in (
         (f"/v1/apps/{app}/policy", policy, owner),
-        (f"/v1/teams/{team}/budget", {"period": "day", "limit": BUDGET}, owner),
+        (f"/v1/teams/{team}/budget", {"period": "day", "limit": BUDGET}, infra),
         (f"/v1/quotas/{team}/pool/general", quota, infra),
         (f"/v1/quotas/{team}/zone/zone-a", quota, infra),
     ):

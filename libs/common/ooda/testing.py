@@ -352,7 +352,6 @@ async def platform_processes(
             f"{name.upper()}_OUTBOX_POLL_SECONDS": "0.2",
             f"{name.upper()}_CMDB_URL": cmdb_url,
             "PIPELINE_DATA_DIR": str(pipeline_data),
-            "PIPELINE_PYTHON": sys.executable,
             "MONITOR_SCRAPE_INTERVAL_SECONDS": str(scrape_interval_s),
         }
         services[name] = ServiceProcess(name, env, ports[name], logs / f"{name}.log")

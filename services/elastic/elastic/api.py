@@ -27,7 +27,6 @@ from elastic.schemas import (
 )
 from elastic.store import (
     LearnedState,
-    load_policy,
     load_states,
     quotas,
     save_budget,
@@ -61,7 +60,10 @@ Cmdb = Annotated[CmdbClient, Depends(_cmdb)]
 
 def _require_infra(actor: Actor) -> None:
     if not actor.has(INFRA):
-        actor.require("admin")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"actor {actor.subject!r} needs scope {INFRA!r} or 'admin'",
+        )
 
 
 def _unprocessable(exc: ValidationError) -> HTTPException:
@@ -73,23 +75,39 @@ def _not_found(what: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=what)
 
 
+async def authorize_owner(cmdb: CmdbClient, actor: Actor, app: str) -> str:
+    """The application's owner team in the CMDB, once `actor` may act for it (404, 403).
+
+    The CMDB names the owner, never the request: naming a team in a body grants nothing. An
+    unreachable CMDB raises CmdbUnavailable (503).
+    """
+    owner = await cmdb.owner_team(app)
+    if owner is None:
+        raise _not_found(f"unknown application {app!r}: the CMDB does not know it")
+    actor.require(f"team:{owner}")
+    return owner
+
+
 @router.put(
     "/apps/{app}/policy",
     response_model=PolicyOut,
     tags=["policies"],
-    summary="Set an application's scaling policy (token with team:<team>)",
+    summary="Set an application's scaling policy (token with team:<owner in the CMDB>)",
 )
-async def put_policy(app: AppId, body: PolicyIn, actor: AuthenticatedActor, rt: Rt) -> PolicyOut:
-    actor.require(f"team:{body.team}")
+async def put_policy(
+    app: AppId, body: PolicyIn, actor: AuthenticatedActor, rt: Rt, cmdb: Cmdb
+) -> PolicyOut:
+    owner = await authorize_owner(cmdb, actor, app)
+    if body.team is not None and body.team != owner:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"application {app!r} is owned by team {owner!r} in the CMDB, not {body.team!r}",
+        )
     try:
-        policy = ScalingPolicy(app_id=app, **body.model_dump())
+        policy = ScalingPolicy(app_id=app, **{**body.model_dump(), "team": owner})
     except ValidationError as exc:
         raise _unprocessable(exc) from exc
     async with rt.sessions() as session, session.begin():
-        existing = await load_policy(session, app)
-        if existing is not None and existing.team != body.team:
-            # Moving an application to another team needs the current owner's consent too.
-            actor.require(f"team:{existing.team}")
         await save_policy(session, policy, source="api", actor=actor.subject)
         view = await policy_view(session, app)
     assert view is not None
@@ -137,12 +155,13 @@ async def get_outcomes(
     "/teams/{team}/budget",
     response_model=BudgetOut,
     tags=["budgets"],
-    summary="Set a team's budget per period (token with team:<team>)",
+    summary="Set a team's budget per period (token: infra or admin)",
 )
 async def put_budget(
     team: Name, body: BudgetIn, actor: AuthenticatedActor, rt: Rt, cmdb: Cmdb
 ) -> BudgetOut:
-    actor.require(f"team:{team}")
+    # A budget is a control over the team, so the team itself cannot raise it.
+    _require_infra(actor)
     try:
         budget = TeamBudget(team=team, **body.model_dump())
     except ValidationError as exc:

@@ -19,9 +19,12 @@ class _In(BaseModel):
 
 
 class PolicyIn(_In):
-    """An application's scaling policy; durations in seconds or ISO 8601."""
+    """An application's scaling policy; durations in seconds or ISO 8601.
 
-    team: Name
+    The team is the application's owner in the CMDB; a `team` that names another is refused.
+    """
+
+    team: Name | None = None
     min_replicas: Annotated[int, Field(ge=0)]
     max_replicas: PositiveInt
     target_utilisation: Annotated[float, Field(gt=0, le=1)] = 0.6

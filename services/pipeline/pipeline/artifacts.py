@@ -97,8 +97,12 @@ class ArtifactStore:
             with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as tmp:
                 pass
             shutil.copyfile(source, tmp.name)
+            os.chmod(tmp.name, 0o644)  # read by instances, which may run as another user
             os.replace(tmp.name, cached)
             copied = True
+        if cached.stat().st_mode & 0o444 != 0o444:
+            # Instances may run as another user; copies made before this rule were private.
+            cached.chmod(0o644)
         self.verify(cached, sha)
         seconds = time.perf_counter() - began
         ARTIFACT_DISTRIBUTION_SECONDS.labels(copied=str(copied).lower()).observe(seconds)

@@ -10,7 +10,7 @@ from ooda.auth import issue_token
 from pipeline.artifacts import ArtifactStore
 from pipeline.cmdb import Cmdb, HttpCmdb
 from pipeline.config import Settings
-from pipeline.driver import Driver, LocalDriver
+from pipeline.driver import Driver, LocalDriver, check_interpreter, workload_user
 from pipeline.executor import Executor
 from pipeline.gates import Limits, MetricGate, MonitorGate, limits_from
 from pipeline.liveness import ACTOR
@@ -49,11 +49,16 @@ def build(
     chosen = list(gates)
     if settings.monitor_url:
         chosen.append(monitor_gate(settings, cmdb))
+    if driver is None:
+        user = workload_user(settings.workload_user)
+        check_interpreter(settings.python, user)
+        driver = LocalDriver(
+            data_dir, settings.python, stop_timeout_s=settings.stop_timeout_seconds, user=user
+        )
     return Components(
         settings=settings,
         cmdb=cmdb,
-        driver=driver
-        or LocalDriver(data_dir, settings.python, stop_timeout_s=settings.stop_timeout_seconds),
+        driver=driver,
         artifacts=ArtifactStore(data_dir),
         gates=chosen,
     )

@@ -35,7 +35,17 @@ class Settings(ServiceSettings):
     default_batch_percent: int = Field(
         34, ge=1, le=100, description="batch size of changes that name none (change-requested)"
     )
-    python: str = Field("python3", description="interpreter that runs artifacts (local driver)")
+    python: str = Field(
+        "python3",
+        description="interpreter that runs artifacts (local driver), found on the workloads' PATH "
+        "(/usr/local/bin:/usr/bin:/bin) unless a path; the workload user must be able to run it",
+    )
+    workload_user: str = Field(
+        "ooda-workload",
+        min_length=1,
+        description="unprivileged user that instances run as when the pipeline runs as root "
+        "(created as a system user if missing)",
+    )
     monitor_url: str | None = Field(
         None,
         description="base URL of the monitor's HTTP API; when set, every batch passes a metric "

@@ -4,14 +4,22 @@ The local driver runs each instance as `python3 <artifact> --port N` in its own 
 outlives a crash of the pipeline), and keeps `<data_dir>/instances/<id>/instance.json` with the
 pid and port beside the instance's log. Starting is idempotent by instance id: an instance whose
 process still runs is adopted, never started twice. Blocking calls; callers use a thread.
+
+Instances never see the pipeline's secrets: each gets only its own environment (PATH, the
+WORKLOAD_* variables and its declared env), and, when the pipeline runs as root, runs as an
+unprivileged workload user, so it can read neither `/proc/<pipeline>/environ` nor the
+pipeline's files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,6 +89,94 @@ class Driver(Protocol):
         ...
 
 
+WORKLOAD_PATH = "/usr/local/bin:/usr/bin:/bin"
+"""The PATH of every instance, also where the interpreter is looked up: never the pipeline's."""
+
+
+@dataclass(frozen=True)
+class WorkloadUser:
+    """The unprivileged account instances run as."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def workload_user(name: str) -> WorkloadUser | None:
+    """The account to run instances as when the pipeline runs as root (None otherwise).
+
+    A missing account is created as a system user with its own group, no home and no login
+    shell. Not being root, the pipeline cannot switch users: instances then run as its own
+    user, with their own environment only (warned once).
+    """
+    if os.geteuid() != 0:
+        _warn_same_user()
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        entry = _create_system_user(name)
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise ValueError(f"the workload user {name!r} must not be root or in the root group")
+    return WorkloadUser(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+
+def _create_system_user(name: str) -> pwd.struct_passwd:
+    command = ["useradd", "--system", "--user-group", "--no-create-home"]
+    command += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        why = done.stderr.strip() or f"useradd exited with {done.returncode}"
+    except (OSError, subprocess.SubprocessError) as error:
+        why = str(error)
+    try:
+        entry = pwd.getpwnam(name)  # also when another process created it meanwhile
+    except KeyError:
+        raise RuntimeError(
+            f"cannot create the workload user {name!r} ({why}); create it, or set "
+            "PIPELINE_WORKLOAD_USER to an existing unprivileged user"
+        ) from None
+    log.info("created the workload user %s (uid %d)", name, entry.pw_uid)
+    return entry
+
+
+def check_interpreter(python: str, user: WorkloadUser | None) -> None:
+    """Raise RuntimeError unless the interpreter starts as the user instances run as.
+
+    Checked at start-up: otherwise every start would fail, and a rollout would wait forever.
+    """
+    command = [shutil.which(python, path=WORKLOAD_PATH) or python, "-c", "pass"]
+    try:
+        done = subprocess.run(
+            command,
+            env={"PATH": WORKLOAD_PATH},
+            capture_output=True,
+            timeout=30,
+            check=False,
+            user=user.uid if user else None,
+            group=user.gid if user else None,
+            extra_groups=[] if user else None,
+        )
+        why = done.stderr.decode(errors="replace").strip() if done.returncode else ""
+    except (OSError, subprocess.SubprocessError) as error:
+        why = str(error)
+    if why:
+        who = f"the workload user {user.name}" if user else "the pipeline's user"
+        raise RuntimeError(
+            f"{who} cannot run the interpreter {command[0]} ({why}); set PIPELINE_PYTHON to one "
+            "it may run"
+        )
+
+
+@functools.cache
+def _warn_same_user() -> None:
+    log.warning(
+        "the pipeline does not run as root, so instances run as its own user (uid %d): they get "
+        "only their own environment, but can read this user's files and processes",
+        os.geteuid(),
+    )
+
+
 def _free_port(taken: set[int]) -> int:
     while True:
         with socket.socket() as sock:
@@ -106,10 +202,17 @@ def runs_instance(pid: int, instance_id: str) -> bool:
 class LocalDriver:
     """Instances as processes on 127.0.0.1, with logs and records under `<data_dir>/instances`."""
 
-    def __init__(self, data_dir: Path, python: str = "python3", stop_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        data_dir: Path,
+        python: str = "python3",
+        stop_timeout_s: float = 10.0,
+        user: WorkloadUser | None = None,
+    ):
         self.root = data_dir / "instances"
-        self.python = python
+        self.python = shutil.which(python, path=WORKLOAD_PATH) or python
         self.stop_timeout_s = stop_timeout_s
+        self.user = user
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._ports: set[int] = set()
         self._exits: dict[str, int] = {}
@@ -146,7 +249,7 @@ class LocalDriver:
         folder.mkdir(parents=True, exist_ok=True)
         port = _free_port(self._ports)
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": WORKLOAD_PATH,
             **spec.env,
             "WORKLOAD_APP": spec.app,
             "WORKLOAD_VERSION": spec.version,
@@ -154,18 +257,28 @@ class LocalDriver:
             "WORKLOAD_ZONE": spec.zone,
             "WORKLOAD_HOST": spec.host,
         }
-        with (folder / "out.log").open("ab") as log:
-            log.write(f"--- {datetime.now(UTC).isoformat()} start on port {port}\n".encode())
-            log.flush()
-            child = subprocess.Popen(
-                [self.python, str(spec.artifact), "--port", str(port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives the pipeline, which adopts it after a restart
-                cwd=folder,  # lets a restart find a process whose record was never written
-            )
+        # The artifact is handed over open: the workload user reads it without needing to
+        # enter the pipeline's folders (often private, like /root or pytest's temp folders).
+        artifact = os.open(spec.artifact, os.O_RDONLY)
+        try:
+            with (folder / "out.log").open("ab") as log:
+                log.write(f"--- {datetime.now(UTC).isoformat()} start on port {port}\n".encode())
+                log.flush()
+                child = subprocess.Popen(
+                    [self.python, f"/proc/self/fd/{artifact}", "--port", str(port)],
+                    env=env,
+                    pass_fds=(artifact,),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # outlives the pipeline, which adopts it on restart
+                    cwd=folder,  # lets a restart find a process whose record was never written
+                    user=self.user.uid if self.user else None,
+                    group=self.user.gid if self.user else None,
+                    extra_groups=[] if self.user else None,  # none of the pipeline's groups
+                )
+        finally:
+            os.close(artifact)
         self._children[spec.id] = child
         running = Running(
             id=spec.id,

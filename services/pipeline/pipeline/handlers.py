@@ -74,11 +74,14 @@ async def request_change(
 ) -> tuple[dict[str, Any], bool]:
     """Queue a change, or return the one already made for this request id (and False).
 
+    Request ids are keys within one application: another application's change is never
+    returned, and its key never stops this application's request.
+
     The change keeps the trace context it was requested in (the consumer's span of the
     `change-requested` event, or the HTTP request's), so that its later events continue that
     trace although the executor publishes them from a background task.
     """
-    existing = await change_row_by_request(session, cmd.request_id)
+    existing = await change_row_by_request(session, cmd.app, cmd.request_id)
     if existing is not None:
         return existing, False
     target = cmd.target
@@ -116,11 +119,11 @@ async def request_change(
             traceparent=trace_headers.get("traceparent"),
             tracestate=trace_headers.get("tracestate"),
         )
-        .on_conflict_do_nothing(index_elements=["request_id"])
+        .on_conflict_do_nothing(index_elements=["app", "request_id"])
         .returning(changes.c.id)
     )
     if inserted.scalar_one_or_none() is None:
-        raced = await change_row_by_request(session, cmd.request_id)
+        raced = await change_row_by_request(session, cmd.app, cmd.request_id)
         assert raced is not None
         return raced, False
     await ensure_app_state(session, cmd.app)
@@ -168,10 +171,14 @@ async def change_row(session: AsyncSession, change_id: str) -> dict[str, Any] | 
     return dict(found._mapping) if found else None
 
 
-async def change_row_by_request(session: AsyncSession, request_id: str) -> dict[str, Any] | None:
-    """The stored row of the change made for `request_id`."""
+async def change_row_by_request(
+    session: AsyncSession, app: str, request_id: str
+) -> dict[str, Any] | None:
+    """The stored row of the change made for `request_id` of `app`."""
     found = (
-        await session.execute(select(changes).where(changes.c.request_id == request_id))
+        await session.execute(
+            select(changes).where(changes.c.app == app, changes.c.request_id == request_id)
+        )
     ).first()
     return dict(found._mapping) if found else None
 

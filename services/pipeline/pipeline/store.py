@@ -10,6 +10,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     func,
 )
 
@@ -24,7 +25,7 @@ changes = Table(
     Column("id", String(64), primary_key=True),
     Column("seq", BigInteger, Identity(), nullable=False, unique=True),
     Column("app", String(128), nullable=False, index=True),
-    Column("request_id", String(200), nullable=False, unique=True),
+    Column("request_id", String(200), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("state", String(16), nullable=False, index=True),
     Column("body", JSON, nullable=False, comment="the domain Change, serialised"),
@@ -44,6 +45,7 @@ changes = Table(
         comment="W3C traceparent of the request; the change's events continue its trace",
     ),
     Column("tracestate", String(512), nullable=True),
+    UniqueConstraint("app", "request_id", name="uq_changes_app_request_id"),
 )
 
 app_state = Table(

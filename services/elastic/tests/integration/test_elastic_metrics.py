@@ -61,16 +61,12 @@ async def test_metrics_show_the_stored_budget_quota_replicas_and_held_decisions(
     async with running_service(
         infra, "elastic", Settings, lambda s: create_app(s, cmdb=cmdb), MIGRATIONS
     ) as svc:
-        owner = svc.auth("alice", f"team:{team}")
+        owner, ops = svc.auth("alice", f"team:{team}"), svc.auth("ops", "infra")
         policy = {"team": team, "min_replicas": 1, "max_replicas": 10, "max_step_up": 10}
         for url, body, headers in (
             (f"/v1/apps/{app}/policy", policy, owner),
-            (f"/v1/teams/{team}/budget", {"limit": 0, "period": "day"}, owner),
-            (
-                f"/v1/quotas/{team}/pool/general",
-                {"cpu_millis": 8000, "memory_mib": 8192},
-                svc.auth("ops", "infra"),
-            ),
+            (f"/v1/teams/{team}/budget", {"limit": 0, "period": "day"}, ops),
+            (f"/v1/quotas/{team}/pool/general", {"cpu_millis": 8000, "memory_mib": 8192}, ops),
         ):
             assert (await svc.client.put(url, json=body, headers=headers)).status_code == 200
         now = datetime.now(UTC)

@@ -268,7 +268,7 @@ async def test_an_exhausted_team_budget_refuses_the_scale_up_but_keeps_min(
     response = await elastic.svc.client.put(
         f"/v1/teams/{team}/budget",
         json={"limit": 0, "period": "month"},
-        headers=elastic.svc.auth("alice", f"team:{team}"),
+        headers=elastic.svc.auth("ops", "infra"),
     )
     assert response.status_code == 200, response.text
     await elastic.publish(decided(app, 8))
@@ -366,7 +366,7 @@ async def test_deploy_done_updates_state_and_budget_usage_once_even_when_replaye
 ) -> None:
     app, team = unique("app"), unique("team")
     await elastic.put_policy(app, team)
-    headers = elastic.svc.auth("alice", f"team:{team}")
+    headers = elastic.svc.auth("ops", "infra")
     assert (
         await elastic.svc.client.put(
             f"/v1/teams/{team}/budget", json={"limit": 1000, "period": "month"}, headers=headers
@@ -506,23 +506,26 @@ async def test_a_decision_for_an_unknown_application_is_dead_lettered(
 
 
 async def test_bad_input_is_refused_with_the_reason(elastic: Elastic) -> None:
-    client, team = elastic.svc.client, unique("team")
+    client, team, app = elastic.svc.client, unique("team"), unique("app")
+    elastic.cmdb.teams[app] = team
     headers = elastic.svc.auth("alice", f"team:{team}")
     bad_policy = await client.put(
-        f"/v1/apps/{unique('app')}/policy",
+        f"/v1/apps/{app}/policy",
         json={"team": team, "min_replicas": 5, "max_replicas": 2},
         headers=headers,
     )
     assert bad_policy.status_code == 422
     assert "min_replicas 5 is above max_replicas 2" in bad_policy.text
-    negative = await client.put(f"/v1/teams/{team}/budget", json={"limit": -1}, headers=headers)
+    infra_headers = elastic.svc.auth("ops", "infra")
+    negative = await client.put(
+        f"/v1/teams/{team}/budget", json={"limit": -1}, headers=infra_headers
+    )
     assert negative.status_code == 422
     assert "limit" in negative.text
     unknown_field = await client.put(
-        f"/v1/teams/{team}/budget", json={"limit": 1, "currency": "eur"}, headers=headers
+        f"/v1/teams/{team}/budget", json={"limit": 1, "currency": "eur"}, headers=infra_headers
     )
     assert unknown_field.status_code == 422
-    infra_headers = elastic.svc.auth("ops", "infra")
     bad_scope = await client.put(
         f"/v1/quotas/{team}/region/eu",
         json={"cpu_millis": 1, "memory_mib": 1},
@@ -550,6 +553,7 @@ async def test_bad_input_is_refused_with_the_reason(elastic: Elastic) -> None:
 
 async def test_writes_need_a_token_with_the_right_scope(elastic: Elastic) -> None:
     client, team, app = elastic.svc.client, unique("team"), unique("app")
+    elastic.cmdb.teams[app] = team
     policy = {"team": team, "min_replicas": 1, "max_replicas": 3}
     assert (await client.put(f"/v1/apps/{app}/policy", json=policy)).status_code == 401
     bad_token = {"Authorization": f"Bearer {uuid.uuid4().hex}"}
@@ -598,7 +602,67 @@ async def test_a_budget_for_a_team_the_cmdb_does_not_know_is_refused(elastic: El
     response = await elastic.svc.client.put(
         f"/v1/teams/{team}/budget",
         json={"limit": 10, "period": "day"},
-        headers=elastic.svc.auth("alice", f"team:{team}"),
+        headers=elastic.svc.auth("ops", "infra"),
     )
     assert response.status_code == 422
     assert f"unknown team {team!r}" in response.json()["detail"]
+
+
+async def test_a_policy_is_authorised_against_the_owner_the_cmdb_names(
+    elastic: Elastic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, app, owner = elastic.svc.client, unique("app"), unique("team")
+    elastic.cmdb.teams[app] = owner
+    policy = {"min_replicas": 1, "max_replicas": 3}
+    mallory = elastic.svc.auth("mallory", "team:other")
+    # Naming one's own team in the body does not make another team's application one's own.
+    squat = await client.put(
+        f"/v1/apps/{app}/policy", json={**policy, "team": "other"}, headers=mallory
+    )
+    assert squat.status_code == 403, squat.text
+    assert f"team:{owner}" in squat.json()["detail"]
+    assert (await client.get(f"/v1/apps/{app}/policy")).status_code == 404
+
+    headers = elastic.svc.auth("alice", f"team:{owner}")
+    mine = await client.put(f"/v1/apps/{app}/policy", json=policy, headers=headers)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["team"] == owner
+    # The team recorded with a policy is the CMDB's owner, whatever the body says.
+    moved = await client.put(
+        f"/v1/apps/{app}/policy", json={**policy, "team": "other"}, headers=headers
+    )
+    assert moved.status_code == 422
+    assert f"owned by team {owner!r}" in moved.json()["detail"]
+
+    ghost = unique("ghost")
+    unknown = await client.put(
+        f"/v1/apps/{ghost}/policy", json={**policy, "team": "other"}, headers=mallory
+    )
+    assert unknown.status_code == 404
+    assert f"unknown application {ghost!r}" in unknown.json()["detail"]
+
+    async def unreachable(app: str) -> str | None:
+        raise CmdbUnavailable("CMDB at http://cmdb unreachable: connection refused")
+
+    monkeypatch.setattr(elastic.cmdb, "owner_team", unreachable)
+    down = await client.put(f"/v1/apps/{app}/policy", json=policy, headers=headers)
+    assert down.status_code == 503
+    assert "unreachable" in down.json()["detail"]
+
+
+async def test_budgets_are_set_by_infra_or_admin_not_by_the_team_itself(elastic: Elastic) -> None:
+    client, app, team = elastic.svc.client, unique("app"), unique("team")
+    await elastic.put_policy(app, team)
+    own = await client.put(
+        f"/v1/teams/{team}/budget",
+        json={"limit": 1_000_000},
+        headers=elastic.svc.auth("alice", f"team:{team}"),
+    )
+    assert own.status_code == 403
+    assert (await client.get(f"/v1/teams/{team}/budget")).status_code == 404
+    for who, scope in (("ops", "infra"), ("root", "admin")):
+        answer = await client.put(
+            f"/v1/teams/{team}/budget", json={"limit": 10}, headers=elastic.svc.auth(who, scope)
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["updated_by"] == who

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ async def pipeline_process(kit: Any, tmp_path: Path, prefix: str) -> ServiceProc
         "PIPELINE_DATA_DIR": str(tmp_path / "data"),
         "PIPELINE_EXECUTOR_POLL_SECONDS": "0.1",
         "PIPELINE_OUTBOX_POLL_SECONDS": "0.2",
-        "PIPELINE_PYTHON": sys.executable,
         "OODA_KAFKA_BOOTSTRAP": kit.infra.kafka_bootstrap,
         "OODA_AUTH_SECRET": kit.infra.auth_secret,
         "OODA_TOPIC_PREFIX": prefix,

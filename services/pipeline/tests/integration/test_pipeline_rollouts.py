@@ -192,6 +192,58 @@ async def test_a_duplicate_change_request_creates_one_change_and_bad_input_is_re
         assert [e.data.request_id for e in dead if e.data.app == app] == [invalid.request_id]
 
 
+async def test_an_idempotency_key_belongs_to_its_application(kit: Any, tmp_path: Path) -> None:
+    mine, theirs = unique("mine"), unique("theirs")
+    kit.cmdb.add_app(mine, owner="team-a")
+    kit.cmdb.add_app(theirs, owner="team-b")
+    async with kit.pipeline(kit.infra, kit.cmdb, tmp_path) as svc:
+        team_a, team_b = svc.auth("a", "team:team-a"), svc.auth("b", "team:team-b")
+        # Team A takes the key the CMDB will use for the other team's next deploy...
+        cmdb_key = f"cmdb/{theirs}/spec-2/deploy"
+        body = {"kind": "scale", "target": {"replicas": 0}, "idempotency_key": cmdb_key}
+        squatted = await svc.client.post("/v1/changes", headers=team_a, json={**body, "app": mine})
+        assert squatted.status_code == 201, squatted.text
+        # ...and asks with another team's key: it gets a change of its own, nothing of theirs.
+        their_key = unique("rel")
+        their_change = await svc.client.post(
+            "/v1/changes",
+            headers=team_b,
+            json={**body, "app": theirs, "idempotency_key": their_key},
+        )
+        assert their_change.status_code == 201, their_change.text
+        snooped = await svc.client.post(
+            "/v1/changes", headers=team_a, json={**body, "app": mine, "idempotency_key": their_key}
+        )
+        assert snooped.status_code == 201, snooped.text
+        assert snooped.json()["app"] == mine
+        assert snooped.json()["id"] != their_change.json()["id"]
+        # Repeating a key within its own application still returns the existing change.
+        again = await svc.client.post("/v1/changes", headers=team_a, json={**body, "app": mine})
+        assert (again.status_code, again.json()["id"]) == (200, squatted.json()["id"])
+
+        # The CMDB's request for the other team's app still makes that app's change.
+        rt = svc.app.state.runtime
+        async with rt.sessions() as session, session.begin():
+            rt.outbox.add(
+                session,
+                ChangeRequested(
+                    app=theirs,
+                    request_id=cmdb_key,
+                    kind="scale",
+                    target=ChangeTarget(replicas=0),
+                    requested_by="service:cmdb",
+                ),
+            )
+        async with asyncio.timeout(20):
+            while True:
+                items = (await svc.client.get("/v1/changes", params={"app": theirs})).json()
+                if any(i["request_id"] == cmdb_key for i in items["items"]):
+                    break
+                await asyncio.sleep(0.2)
+        mine_items = (await svc.client.get("/v1/changes", params={"app": mine})).json()["items"]
+        assert sorted(i["request_id"] for i in mine_items) == sorted([cmdb_key, their_key])
+
+
 async def test_pause_resume_abort_and_freeze_over_http(kit: Any, tmp_path: Path) -> None:
     app = unique("shop")
     kit.cmdb.add_app(app, owner="shop-team")

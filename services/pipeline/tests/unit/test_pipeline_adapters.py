@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from pathlib import Path
 
 import pytest
 
+from pipeline import driver as driver_module
 from pipeline.artifacts import ArtifactError, ArtifactStore
 from pipeline.cmdb import host_from_json, spec_from_json
+from pipeline.driver import workload_user
 
 pytestmark = pytest.mark.unit
 
@@ -35,6 +39,8 @@ def test_an_artifact_is_copied_to_a_host_once_and_verified_before_use(tmp_path: 
     other = store.on_host(sha, "host-b")
     assert (first.copied, second.copied, other.copied) == (True, False, True)
     assert first.path == second.path != other.path
+    # Instances may run as another user: they read the host's copy.
+    assert first.path.stat().st_mode & 0o777 == 0o644
     other.path.write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="expected"):
         store.on_host(sha, "host-b")
@@ -68,3 +74,21 @@ def test_cmdb_items_become_hosts_with_free_room_and_a_spec() -> None:
         },
     )
     assert (spec.replicas, spec.resources.cpu, spec.health_timeout_s) == (3, 0.25, 7)
+
+
+def test_without_root_instances_run_as_the_pipelines_user_and_it_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    driver_module._warn_same_user.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline.driver"):
+        assert workload_user("ooda-workload") is None
+        assert workload_user("ooda-workload") is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "instances run as its own user (uid 1000)" in warnings[0]
+
+
+def test_root_is_never_the_workload_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(ValueError, match="must not be root"):
+        workload_user("root")
