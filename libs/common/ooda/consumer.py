@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
 MAX_SPAN_LINKS = 128  # OpenTelemetry keeps at most this many links per span by default
+TRUNCATED_HEADER_BYTES = 1024  # a dead letter that cannot be written whole keeps this much...
+TRUNCATED_DEAD_LETTER_BYTES = 64 * 1024  # ...of each header value, and this much in all
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,16 @@ def dead_letter_headers(item: Incoming, group: str, error: str, attempts: int) -
         ("ooda_dlq_attempts", str(attempts).encode()),
     ]
     return [(k, v) for k, v in (r.headers or ()) if v is not None] + extra
+
+
+def truncated(headers: Headers, value: bytes, max_bytes: int) -> tuple[Headers, bytes]:
+    """A dead letter cut to about `max_bytes`: header values to 1 KiB, then the value to what is
+    left; the `ooda_dlq_truncated` header says what was cut."""
+    cut = [(k, v[:TRUNCATED_HEADER_BYTES]) for k, v in headers]
+    room = max(0, max_bytes - sum(len(k) + len(v) for k, v in cut) - 200)
+    note = f"value {len(value)} -> {min(len(value), room)} bytes; header values cut to"
+    note += f" {TRUNCATED_HEADER_BYTES} bytes"
+    return [*cut, ("ooda_dlq_truncated", note.encode())], value[:room]
 
 
 class EventConsumer:
@@ -263,15 +275,42 @@ class EventConsumer:
                     continue
             CONSUMER_FAILURES.labels(self.service, item.record.topic).inc()
             log.error("dead-lettering %s after %d attempts: %s", item.inbox_id, attempt, error)
-            async with self.sessions() as session, session.begin():
-                already = await session.get(self.inbox_row, (self.group_id, item.inbox_id))
-                if already is None:
-                    self._dead_letter(session, item, error, attempts=attempt)
+            await self._dead_letter_or_skip(item, error, attempt)
+            return
+
+    async def _dead_letter_or_skip(self, item: Incoming, error: str, attempts: int) -> None:
+        """Dead-letter one record in its own transaction; never raise, never loop forever.
+
+        A dead letter that cannot be written is written again as a truncated copy; when that
+        fails too the record is skipped: logged, counted (outcome `skipped`) and, if possible,
+        recorded in the inbox. Only a database outage makes it wait and try again.
+        """
+        limits = [None, TRUNCATED_DEAD_LETTER_BYTES]
+        while limits:
+            try:
+                async with self.sessions() as session, session.begin():
+                    already = await session.get(self.inbox_row, (self.group_id, item.inbox_id))
+                    if already is not None:
+                        return
+                    self._dead_letter(session, item, error, attempts, max_bytes=limits[0])
                     await session.execute(
                         insert(self.inbox), [self._inbox_row(item, "dead_lettered", error)]
                     )
-            CONSUMED.labels(self.service, item.record.topic, "dead_lettered").inc()
-            return
+                CONSUMED.labels(self.service, item.record.topic, "dead_lettered").inc()
+                return
+            except Exception as exc:
+                if not await self._database_up():
+                    await asyncio.sleep(max(1.0, self.backoff_seconds))
+                    continue
+                log.warning("cannot write the dead letter of %s: %s", item.inbox_id, exc)
+                limits.pop(0)
+        log.error("skipping %s: its dead letter cannot be written (%s)", item.inbox_id, error)
+        try:
+            async with self.sessions() as session, session.begin():
+                await session.execute(insert(self.inbox), [self._inbox_row(item, "skipped", error)])
+        except Exception as exc:
+            log.error("cannot record the skipped %s in the inbox: %s", item.inbox_id, exc)
+        CONSUMED.labels(self.service, item.record.topic, "skipped").inc()
 
     async def _database_up(self) -> bool:
         return await database_answers(self.sessions)
@@ -333,14 +372,18 @@ class EventConsumer:
         }
 
     def _dead_letter(
-        self, session: AsyncSession, item: Incoming, error: str, attempts: int
+        self,
+        session: AsyncSession,
+        item: Incoming,
+        error: str,
+        attempts: int,
+        max_bytes: int | None = None,
     ) -> None:
         r = item.record
+        headers = dead_letter_headers(item, self.group_id, error, attempts)
+        value = r.value or b""
+        if max_bytes is not None:
+            headers, value = truncated(headers, value, max_bytes)
         self.outbox.add_record(
-            session,
-            f"{r.topic}.dlq",
-            r.key,
-            dead_letter_headers(item, self.group_id, error, attempts),
-            r.value or b"",
-            event_id=item.inbox_id,
+            session, f"{r.topic}.dlq", r.key, headers, value, event_id=item.inbox_id[:200]
         )

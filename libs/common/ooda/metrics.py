@@ -31,7 +31,7 @@ OUTBOX_DELAY = Histogram(
 )
 CONSUMED = Counter(
     "ooda_consumer_messages_total",
-    "Consumed messages by outcome (handled, duplicate, ignored, dead_lettered)",
+    "Consumed messages by outcome (handled, duplicate, ignored, dead_lettered, skipped)",
     ["service", "topic", "outcome"],
 )
 CONSUMER_FAILURES = Counter(

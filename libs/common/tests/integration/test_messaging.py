@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ooda.consumer import EventConsumer
 from ooda.events import CATALOG, Event, MetricObserved, decode, encode
 from ooda.examples import example_payloads
-from ooda.outbox import OutboxRelay
+from ooda.metrics import CONSUMED
+from ooda.outbox import Outbox, OutboxRelay
 from ooda.telemetry import add_span_processor, setup_tracing, tracer
 from ooda.testing import Infra, unique
 
@@ -315,3 +316,60 @@ async def test_one_trace_spans_the_produce_consume_hop(
     assert process.parent is not None and process.parent.span_id == publish.context.span_id
     assert process.attributes is not None and process.attributes["ooda.app"] == app
     assert uuid.UUID(str(process.attributes["messaging.message.id"]))
+
+
+async def test_a_record_with_an_over_long_event_id_is_dead_lettered_and_the_next_is_processed(
+    store: Store, infra: Infra, prefix: str
+) -> None:
+    app = unique("app")
+    key, headers, value = encode(Event.new(metric(app), source="/test"))
+    long_id = [(k, b"i" * 10_240 if k == "ce_id" else v) for k, v in headers]
+    good = encode(Event.new(metric(app), source="/test"))
+    await produce(infra, prefix + "metric-observed", [(key, long_id, value), good])
+    consumer = consumer_for(
+        store, infra, prefix, recording_handler(store), max_attempts=2, backoff_seconds=0.01
+    )
+    task = await running(consumer)
+    try:
+        await until(lambda: _committed(consumer, prefix + "metric-observed", 2))
+    finally:
+        await stop(task, consumer)
+    assert await count_effects(store, app) == 1
+    relay, producer = relay_for(store, infra)
+    await producer.start()  # type: ignore[attr-defined]
+    try:
+        assert await relay.drain() == 1
+    finally:
+        await producer.stop()  # type: ignore[attr-defined]
+    (dead,) = await read_topic(infra, prefix + "metric-observed.dlq", 1)
+    assert "ce_id is 10240 bytes" in dict(dead.headers)["ooda_dlq_error"].decode()  # type: ignore[attr-defined]
+    assert dead.value == value  # type: ignore[attr-defined]
+
+
+async def test_a_dead_letter_that_cannot_be_written_is_skipped_and_counted_never_retried_forever(
+    store: Store, infra: Infra, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = unique("app")
+    garbage: tuple[bytes | None, Any, bytes] = (app.encode(), None, b"\x00not json")
+    good = encode(Event.new(metric(app), source="/test"))
+    await produce(infra, prefix + "metric-observed", [garbage, good])
+
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise ValueError("this dead letter cannot be stored")
+
+    monkeypatch.setattr(Outbox, "add_record", refuse)
+    consumer = consumer_for(
+        store, infra, prefix, recording_handler(store), max_attempts=2, backoff_seconds=0.01
+    )
+    skipped = CONSUMED.labels("test", prefix + "metric-observed", "skipped")
+    before = skipped._value.get()
+    task = await running(consumer)
+    try:
+        await until(lambda: _committed(consumer, prefix + "metric-observed", 2))
+    finally:
+        await stop(task, consumer)
+    assert await count_effects(store, app) == 1
+    assert skipped._value.get() == before + 1
+    async with store.sessions() as s:
+        outcomes = (await s.execute(select(store.messaging.inbox.c.outcome))).scalars().all()
+    assert sorted(outcomes) == ["handled", "skipped"]

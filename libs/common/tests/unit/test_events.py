@@ -85,3 +85,21 @@ def test_time_is_carried_in_utc() -> None:
     event = Event.new(example_payloads()[0], source="/x", time=datetime(2026, 1, 1, tzinfo=UTC))
     _, headers, _ = encode(event)
     assert dict(headers)["ce_time"] == b"2026-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "name", ["ce_id", "ce_source", "ce_subject", "ce_time", "traceparent", "tracestate"]
+)
+def test_an_over_long_header_is_refused_naming_it(name: str) -> None:
+    event = Event.new(example_payloads()[0], source="/x", traceparent="00-" + "a" * 32 + "-01")
+    key, headers, value = encode(event)
+    headers = [(k, v) for k, v in headers if k != name] + [(name, b"x" * 10_000)]
+    with pytest.raises(DecodeError, match=f"header {name} is 10000 bytes"):
+        decode(key, headers, value)
+
+
+def test_an_empty_event_id_is_refused() -> None:
+    key, headers, value = encode(Event.new(example_payloads()[0], source="/x"))
+    headers = [(k, b"" if k == "ce_id" else v) for k, v in headers]
+    with pytest.raises(DecodeError, match="header ce_id is empty"):
+        decode(key, headers, value)
