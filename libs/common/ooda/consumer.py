@@ -30,15 +30,15 @@ from ooda.db import Messaging, database_answers
 from ooda.events import DecodeError, Event, decode
 from ooda.events.envelope import Headers, UnknownEventType
 from ooda.metrics import CONSUMED, CONSUMER_FAILURES, CONSUMER_LAG, HANDLE_SECONDS
-from ooda.outbox import Outbox
+from ooda.outbox import MAX_RECORD_BYTES, Outbox, record_size
 from ooda.telemetry import context_from, tracer
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
 MAX_SPAN_LINKS = 128  # OpenTelemetry keeps at most this many links per span by default
-TRUNCATED_HEADER_BYTES = 1024  # a dead letter that cannot be written whole keeps this much...
-TRUNCATED_DEAD_LETTER_BYTES = 64 * 1024  # ...of each header value, and this much in all
+TRUNCATED_HEADER_BYTES = 1024  # a dead letter too large to write keeps this much of each header
+TRUNCATED_DEAD_LETTER_BYTES = 64 * 1024  # a dead letter that failed to be written is cut to this
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,16 @@ def dead_letter_headers(item: Incoming, group: str, error: str, attempts: int) -
     return [(k, v) for k, v in (r.headers or ()) if v is not None] + extra
 
 
-def truncated(headers: Headers, value: bytes, max_bytes: int) -> tuple[Headers, bytes]:
-    """A dead letter cut to about `max_bytes`: header values to 1 KiB, then the value to what is
-    left; the `ooda_dlq_truncated` header says what was cut."""
+def bounded(
+    key: bytes | None, headers: Headers, value: bytes, max_bytes: int
+) -> tuple[Headers, bytes]:
+    """A dead letter of at most `max_bytes` (as the producer counts): unchanged when it fits,
+    else header values cut to 1 KiB and the value to what is left, with an `ooda_dlq_truncated`
+    header saying what was cut."""
+    if record_size(key, headers, value) <= max_bytes:
+        return headers, value
     cut = [(k, v[:TRUNCATED_HEADER_BYTES]) for k, v in headers]
-    room = max(0, max_bytes - sum(len(k) + len(v) for k, v in cut) - 200)
+    room = max(0, max_bytes - record_size(key, cut, b"") - 128)  # 128: the note below
     note = f"value {len(value)} -> {min(len(value), room)} bytes; header values cut to"
     note += f" {TRUNCATED_HEADER_BYTES} bytes"
     return [*cut, ("ooda_dlq_truncated", note.encode())], value[:room]
@@ -285,7 +290,7 @@ class EventConsumer:
         fails too the record is skipped: logged, counted (outcome `skipped`) and, if possible,
         recorded in the inbox. Only a database outage makes it wait and try again.
         """
-        limits = [None, TRUNCATED_DEAD_LETTER_BYTES]
+        limits = [MAX_RECORD_BYTES, TRUNCATED_DEAD_LETTER_BYTES]
         while limits:
             try:
                 async with self.sessions() as session, session.begin():
@@ -377,13 +382,11 @@ class EventConsumer:
         item: Incoming,
         error: str,
         attempts: int,
-        max_bytes: int | None = None,
+        max_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         r = item.record
         headers = dead_letter_headers(item, self.group_id, error, attempts)
-        value = r.value or b""
-        if max_bytes is not None:
-            headers, value = truncated(headers, value, max_bytes)
+        headers, value = bounded(r.key, headers, r.value or b"", max_bytes)
         self.outbox.add_record(
             session, f"{r.topic}.dlq", r.key, headers, value, event_id=item.inbox_id[:200]
         )

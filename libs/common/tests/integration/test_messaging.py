@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ooda.consumer import EventConsumer
 from ooda.events import CATALOG, Event, MetricObserved, decode, encode
 from ooda.examples import example_payloads
-from ooda.metrics import CONSUMED
-from ooda.outbox import Outbox, OutboxRelay
+from ooda.metrics import CONSUMED, OUTBOX_PARKED
+from ooda.outbox import MAX_RECORD_BYTES, Outbox, OutboxRelay
 from ooda.telemetry import add_span_processor, setup_tracing, tracer
 from ooda.testing import Infra, unique
 
@@ -373,3 +373,74 @@ async def test_a_dead_letter_that_cannot_be_written_is_skipped_and_counted_never
     async with store.sessions() as s:
         outcomes = (await s.execute(select(store.messaging.inbox.c.outcome))).scalars().all()
     assert sorted(outcomes) == ["handled", "skipped"]
+
+
+async def _drain(store: Store, infra: Infra) -> int:
+    relay, producer = relay_for(store, infra)
+    await producer.start()  # type: ignore[attr-defined]
+    try:
+        return await relay.drain()
+    finally:
+        await producer.stop()  # type: ignore[attr-defined]
+
+
+async def test_a_dead_letter_copy_of_a_record_near_the_size_limit_is_truncated_and_relayed(
+    store: Store, infra: Infra, prefix: str
+) -> None:
+    app = unique("app")
+    huge = (
+        b"\x00" + b"z" * 1_048_300
+    )  # as large as the broker takes; with dead-letter headers, more
+    good = encode(Event.new(metric(app), source="/test"))
+    await produce(infra, prefix + "metric-observed", [(app.encode(), None, huge), good])
+    consumer = consumer_for(store, infra, prefix, recording_handler(store))
+    task = await running(consumer)
+    try:
+        await until(lambda: _committed(consumer, prefix + "metric-observed", 2))
+    finally:
+        await stop(task, consumer)
+    async with store.sessions() as s, s.begin():
+        outbox_for(store, prefix).add(s, metric(app))  # an event behind the dead letter
+    assert await _drain(store, infra) == 2
+    (dead,) = await read_topic(infra, prefix + "metric-observed.dlq", 1)
+    headers = dict(dead.headers)  # type: ignore[attr-defined]
+    assert len(dead.value) <= MAX_RECORD_BYTES  # type: ignore[attr-defined]
+    assert dead.value == huge[: len(dead.value)]  # type: ignore[attr-defined]
+    assert headers["ooda_dlq_truncated"].startswith(b"value 1048301 -> ")
+    assert "not a CloudEvent" in headers["ooda_dlq_error"].decode()
+    assert len(await read_topic(infra, prefix + "metric-observed", 3)) == 3
+
+
+async def test_a_record_the_broker_refuses_is_parked_and_the_relay_goes_on(
+    store: Store, infra: Infra, prefix: str
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    small = prefix + "small-records"
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(small, 1, 1, topic_configs={"max.message.bytes": "10000"})]
+        )
+    finally:
+        await admin.close()
+    app = unique("app")
+    outbox = outbox_for(store, prefix)
+    async with store.sessions() as s, s.begin():
+        outbox.add(s, metric(app))
+        outbox.add_record(s, small, app.encode(), [], b"y" * 50_000, event_id="too-big")
+        outbox.add(s, metric(app))
+    parked = OUTBOX_PARKED.labels("test", small)
+    before = parked._value.get()
+    assert await _drain(store, infra) == 3  # two published, one parked
+    assert len(await read_topic(infra, prefix + "metric-observed", 2)) == 2
+    t = store.messaging.outbox
+    async with store.sessions() as s:
+        row = (await s.execute(select(t).where(t.c.event_id == "too-big"))).one()
+    assert row.sent_at is None and row.parked_at is not None
+    assert "MessageSizeTooLarge" in row.parked_reason
+    assert parked._value.get() == before + 1
+    async with store.sessions() as s, s.begin():
+        outbox.add(s, metric(app))
+    assert await _drain(store, infra) == 1  # the parked row is never tried again
