@@ -5,8 +5,19 @@ from __future__ import annotations
 import sys
 from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Markers of the values shipped in examples (deploy/compose/.env.example) and of placeholders:
+# a secret containing one is public, so anyone could sign tokens with it.
+PLACEHOLDER_MARKERS = (
+    "dev-only",
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "placeholder",
+)
 
 
 def shared(name: str) -> Any:
@@ -40,6 +51,17 @@ class ServiceSettings(BaseSettings):
     )
     outbox_poll_seconds: float = Field(1.0, gt=0)
     consumer_max_attempts: int = Field(4, ge=1)
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _not_a_placeholder(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().lower()
+        if any(marker in text for marker in PLACEHOLDER_MARKERS):
+            raise ValueError(
+                "is an example or placeholder value; set a random secret of at least 32 "
+                "characters (e.g. `openssl rand -base64 48`)"
+            )
+        return value
 
 
 S = TypeVar("S", bound=ServiceSettings)

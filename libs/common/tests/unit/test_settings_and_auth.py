@@ -111,3 +111,30 @@ async def test_write_endpoints_answer_401_403_or_record_the_actor() -> None:
         ok = issue_token(SECRET, "alice", ["team:payments"])
         mine = await client.post("/things", headers={"Authorization": f"Bearer {ok}"})
         assert mine.json() == {"actor": "alice"}
+
+
+def _example_secret() -> str:
+    from ooda.testing import REPO
+
+    example = (REPO / "deploy" / "compose" / ".env.example").read_text()
+    return next(
+        line.split("=", 1)[1]
+        for line in example.splitlines()
+        if line.startswith("OODA_AUTH_SECRET=")
+    )
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [_example_secret(), "change-me-change-me-change-me-change-me", "placeholder-" + "0" * 30],
+)
+def test_an_example_or_placeholder_secret_stops_start_up_naming_the_variable(
+    secret: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEMO_DATABASE_URL", "postgresql+asyncpg://x@y/z")
+    monkeypatch.setenv("OODA_AUTH_SECRET", secret)
+    with pytest.raises(SystemExit):
+        load_settings(DemoSettings)
+    err = capsys.readouterr().err
+    assert "OODA_AUTH_SECRET" in err and "example or placeholder" in err
+    assert secret not in err
