@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -38,6 +39,24 @@ class ServiceSettings(BaseSettings):
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared("OODA_KAFKA_BOOTSTRAP"))
     auth_secret: SecretStr = Field(..., min_length=32, validation_alias=shared("OODA_AUTH_SECRET"))
+    auth_max_ttl_seconds: int = Field(
+        24 * 3600,
+        ge=60,
+        validation_alias=shared("OODA_AUTH_MAX_TTL_SECONDS"),
+        description="tokens whose lifetime (exp - iat) is longer are refused",
+    )
+    auth_leeway_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=300,
+        validation_alias=shared("OODA_AUTH_LEEWAY_SECONDS"),
+        description="clock skew allowed on a token's iat, nbf and exp",
+    )
+    auth_revocations: Path | None = Field(
+        None,
+        validation_alias=shared("OODA_AUTH_REVOCATIONS"),
+        description="file of revoked token ids and subjects (`ooda-token revoke`)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=shared("OODA_LOG_LEVEL")
     )
