@@ -9,8 +9,10 @@ For each fetched batch:
 
 If a handler raises, the batch transaction rolls back and the batch is replayed one record per
 transaction, each retried with backoff; a record that keeps failing is dead-lettered with its
-error in the headers, and the loop goes on. A crash anywhere replays from the last committed
-offset and the inbox turns the replay into no-ops.
+error in the headers, and the loop goes on. Dead letters are bounded to what a record may be;
+one that still cannot be written is written again cut short, and as a last resort the record is
+skipped (logged and counted), so a record never stalls its partition. A crash anywhere replays
+from the last committed offset and the inbox turns the replay into no-ops.
 """
 
 from __future__ import annotations
@@ -94,18 +96,18 @@ def dead_letter_headers(item: Incoming, group: str, error: str, attempts: int) -
 
 
 def bounded(
-    key: bytes | None, headers: Headers, value: bytes, max_bytes: int
+    key: bytes | None, headers: Headers, value: bytes, max_bytes: int, *, cut: bool = False
 ) -> tuple[Headers, bytes]:
-    """A dead letter of at most `max_bytes` (as the producer counts): unchanged when it fits,
-    else header values cut to 1 KiB and the value to what is left, with an `ooda_dlq_truncated`
-    header saying what was cut."""
-    if record_size(key, headers, value) <= max_bytes:
+    """A dead letter of at most `max_bytes` (as the producer counts): unchanged when it fits
+    (unless `cut`), else header values cut to 1 KiB and the value to what is left, with an
+    `ooda_dlq_truncated` header saying what was cut."""
+    if not cut and record_size(key, headers, value) <= max_bytes:
         return headers, value
-    cut = [(k, v[:TRUNCATED_HEADER_BYTES]) for k, v in headers]
-    room = max(0, max_bytes - record_size(key, cut, b"") - 128)  # 128: the note below
+    short = [(k, v[:TRUNCATED_HEADER_BYTES]) for k, v in headers]
+    room = max(0, max_bytes - record_size(key, short, b"") - 128)  # 128: the note below
     note = f"value {len(value)} -> {min(len(value), room)} bytes; header values cut to"
     note += f" {TRUNCATED_HEADER_BYTES} bytes"
-    return [*cut, ("ooda_dlq_truncated", note.encode())], value[:room]
+    return [*short, ("ooda_dlq_truncated", note.encode())], value[:room]
 
 
 class EventConsumer:
@@ -290,7 +292,7 @@ class EventConsumer:
         fails too the record is skipped: logged, counted (outcome `skipped`) and, if possible,
         recorded in the inbox. Only a database outage makes it wait and try again.
         """
-        limits = [MAX_RECORD_BYTES, TRUNCATED_DEAD_LETTER_BYTES]
+        limits = [MAX_RECORD_BYTES, TRUNCATED_DEAD_LETTER_BYTES]  # whole if it fits, then cut
         while limits:
             try:
                 async with self.sessions() as session, session.begin():
@@ -386,7 +388,8 @@ class EventConsumer:
     ) -> None:
         r = item.record
         headers = dead_letter_headers(item, self.group_id, error, attempts)
-        headers, value = bounded(r.key, headers, r.value or b"", max_bytes)
+        cut = max_bytes < MAX_RECORD_BYTES  # the retry of a dead letter that failed: cut it
+        headers, value = bounded(r.key, headers, r.value or b"", max_bytes, cut=cut)
         self.outbox.add_record(
             session, f"{r.topic}.dlq", r.key, headers, value, event_id=item.inbox_id[:200]
         )

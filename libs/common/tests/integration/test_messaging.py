@@ -444,3 +444,32 @@ async def test_a_record_the_broker_refuses_is_parked_and_the_relay_goes_on(
     async with store.sessions() as s, s.begin():
         outbox.add(s, metric(app))
     assert await _drain(store, infra) == 1  # the parked row is never tried again
+
+
+async def test_a_dead_letter_refused_whole_is_written_again_cut_short(
+    store: Store, infra: Infra, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = unique("app")
+    garbage: tuple[bytes | None, Any, bytes] = (app.encode(), [("note", b"n" * 5000)], b"\x00x")
+    await produce(infra, prefix + "metric-observed", [garbage])
+    add_record = Outbox.add_record
+
+    def refuse_long_headers(self: Outbox, *args: Any, **kw: Any) -> None:
+        if any(len(v) > 1024 for _, v in args[3]):  # e.g. a store that limits header values
+            raise ValueError("header value too long")
+        add_record(self, *args, **kw)
+
+    monkeypatch.setattr(Outbox, "add_record", refuse_long_headers)
+    consumer = consumer_for(
+        store, infra, prefix, recording_handler(store), max_attempts=2, backoff_seconds=0.01
+    )
+    task = await running(consumer)
+    try:
+        await until(lambda: _committed(consumer, prefix + "metric-observed", 1))
+    finally:
+        await stop(task, consumer)
+    assert await _drain(store, infra) == 1
+    (dead,) = await read_topic(infra, prefix + "metric-observed.dlq", 1)
+    headers = dict(dead.headers)  # type: ignore[attr-defined]
+    assert headers["note"] == b"n" * 1024 and dead.value == b"\x00x"  # type: ignore[attr-defined]
+    assert headers["ooda_dlq_truncated"].startswith(b"value 2 -> 2 bytes")
