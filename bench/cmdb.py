@@ -358,7 +358,7 @@ async def main() -> None:
     service.start()
     try:
         await service.wait_ready()
-        token = issue_token(infra.auth_secret, "bench", ["admin"])
+        token = issue_token(infra.auth_secret, "bench", ["admin"], audience="cmdb")
         rows = infra_rows(n)
         print(
             f"seeding {args.items:,} items: {n['hosts']:,} hosts, {n['apps']:,} applications, "

@@ -35,7 +35,9 @@ def step(text: str) -> None:
 
 def main() -> int:
     app = "demo-shop"
-    token = issue_token(ENV["OODA_AUTH_SECRET"], "demo-agent", ["metrics:push"], 600)
+    token = issue_token(
+        ENV["OODA_AUTH_SECRET"], "demo-agent", ["metrics:push"], 600, audience="monitor"
+    )
     end = datetime.now(UTC).replace(microsecond=0)
     body = {
         "window_start": (end - timedelta(seconds=5)).isoformat(),

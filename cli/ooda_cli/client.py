@@ -6,14 +6,11 @@ Every failure becomes a `CliError` carrying the exit code scripts rely on:
 
 from __future__ import annotations
 
-import getpass
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
-
-from ooda.auth import issue_token
 
 OK, FAILED, USAGE, UNAVAILABLE = 0, 1, 2, 3
 
@@ -41,40 +38,22 @@ def service_urls(env: dict[str, str] | None = None) -> dict[str, str]:
 
 @dataclass
 class Credentials:
-    """How to obtain a bearer token: given (`OODA_TOKEN`) or minted from the platform secret."""
+    """The bearer token the user was given (`OODA_TOKEN`); the CLI never mints one."""
 
     token: str | None = None
-    secret: str | None = None
-    subject: str | None = None
-    scopes: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_env(
-        cls, subject: str | None, scopes: list[str], env: dict[str, str] | None = None
-    ) -> Credentials:
+    def from_env(cls, env: dict[str, str] | None = None) -> Credentials:
         env = dict(os.environ) if env is None else env
-        return cls(
-            token=env.get("OODA_TOKEN") or None,
-            secret=env.get("OODA_AUTH_SECRET") or None,
-            subject=subject,
-            scopes=scopes,
-        )
+        return cls(token=env.get("OODA_TOKEN") or None)
 
     def bearer(self) -> str:
-        """The token to send; minted when `--as` is given or no `OODA_TOKEN` is set."""
-        if self.token and not self.subject:
+        """The token to send."""
+        if self.token:
             return self.token
-        if self.secret:
-            subject = self.subject or os.environ.get("USER") or getpass.getuser()
-            return issue_token(self.secret, subject, self.scopes or ["admin"], 3600)
-        if self.subject:
-            raise CliError(
-                f"cannot act as {self.subject!r}: OODA_AUTH_SECRET is not set to sign a token",
-                USAGE,
-            )
         raise CliError(
-            "no token: set OODA_TOKEN, or OODA_AUTH_SECRET to mint one "
-            '(eval "$(deploy/local/ooda-local env)"), then e.g. --as alice --scope team:web',
+            "no token: set OODA_TOKEN to a token an admin issued for you, e.g. "
+            "`ooda-token --subject alice --scope team:web --audience all`",
             USAGE,
         )
 

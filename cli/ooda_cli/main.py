@@ -70,22 +70,10 @@ SLEEP: Callable[[float], None] = time.sleep
 
 
 @app.callback()
-def main(
-    ctx: typer.Context,
-    as_subject: Annotated[
-        str | None,
-        typer.Option("--as", help="mint a token for SUBJECT with OODA_AUTH_SECRET"),
-    ] = None,
-    scope: Annotated[
-        list[str] | None,
-        typer.Option("--scope", help="scope of the minted token (repeatable; default admin)"),
-    ] = None,
-) -> None:
-    """Service URLs come from OODA_<SERVICE>_URL (default 127.0.0.1:8001-8005); the token from
-    OODA_TOKEN, or minted from OODA_AUTH_SECRET (with --as/--scope)."""
-    ctx.obj = State(
-        service_urls(), Credentials.from_env(as_subject, list(scope or [])), TRANSPORT, SLEEP
-    )
+def main(ctx: typer.Context) -> None:
+    """Service URLs come from OODA_<SERVICE>_URL (default 127.0.0.1:8001-8005); the bearer token
+    from OODA_TOKEN (an admin issues it with `ooda-token`)."""
+    ctx.obj = State(service_urls(), Credentials.from_env(), TRANSPORT, SLEEP)
 
 
 def _state(ctx: typer.Context) -> State:

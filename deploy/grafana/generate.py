@@ -147,6 +147,31 @@ def platform_health() -> Dashboard:
         )
         .with_panel(
             _series(
+                "Outbox rows parked, records skipped (last hour)",
+                "short",
+                (
+                    _or_zero(
+                        f"sum by (service) (increase(ooda_outbox_parked_total{{{svc}}}[1h]))",
+                        "service",
+                        f"ooda_outbox_backlog{{{svc}}}",
+                    ),
+                    "parked {{service}}",
+                ),
+                (
+                    _or_zero(
+                        "sum by (service) (increase(ooda_consumer_messages_total"
+                        f'{{{svc},outcome="skipped"}}[1h]))',
+                        "service",
+                        f"ooda_consumer_messages_total{{{svc}}}",
+                    ),
+                    "skipped {{service}}",
+                ),
+                description="Parked: outbox rows the broker refused (`parked_reason` says why). "
+                "Skipped: records whose dead letter could not be written (see the logs).",
+            )
+        )
+        .with_panel(
+            _series(
                 "Outbox publish delay p99",
                 "s",
                 (

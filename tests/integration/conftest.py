@@ -37,10 +37,9 @@ class Platform:
     pipeline_data: Path
 
     def token(self, subject: str, *scopes: str) -> dict[str, str]:
-        """Authorization header for `subject` with `scopes`."""
-        return {
-            "Authorization": f"Bearer {issue_token(self.infra.auth_secret, subject, list(scopes))}"
-        }
+        """Authorization header for `subject` with `scopes`, for every service."""
+        token = issue_token(self.infra.auth_secret, subject, list(scopes), audience=SERVICES)
+        return {"Authorization": f"Bearer {token}"}
 
     def url(self, service: str) -> str:
         return self.services[service].url

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ooda.auth import issue_token
 from ooda.scenario import Platform as ScenarioPlatform
 from ooda.scenario import build_workload, register_topology
 from ooda.testing import (
@@ -40,15 +41,18 @@ class Surface:
     def url(self, service: str) -> str:
         return self.services[service].url
 
+    def token(self, subject: str, *scopes: str) -> str:
+        """A token for every service, as an admin issues it with `ooda-token`."""
+        return issue_token(self.infra.auth_secret, subject, list(scopes), audience=SERVICES)
+
     @property
     def cli_env(self) -> dict[str, str]:
         """What a user exports to point `ooda` (and the example subscriber) at this platform."""
         env = {f"OODA_{name.upper()}_URL": self.url(name) for name in SERVICES}
         return env | {
-            "OODA_AUTH_SECRET": self.infra.auth_secret,
             "OODA_KAFKA_BOOTSTRAP": self.infra.kafka_bootstrap,
             "OODA_TOPIC_PREFIX": self.prefix,
-            "OODA_TOKEN": "",
+            "OODA_TOKEN": self.token("ops", "admin"),
             "COLUMNS": "200",
         }
 

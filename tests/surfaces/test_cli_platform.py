@@ -21,12 +21,11 @@ from .conftest import Surface
 pytestmark = pytest.mark.integration
 
 
-async def ooda(surface: Surface, *args: str) -> Any:
-    """Run `ooda ARGS` as a user would, with the platform's environment."""
+async def ooda(surface: Surface, *args: str, token: str | None = None) -> Any:
+    """Run `ooda ARGS` as a user would, with the platform's environment (and `token`)."""
     runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, cli.app, list(args), env=surface.cli_env, terminal_width=200
-    )
+    env = surface.cli_env | ({"OODA_TOKEN": token} if token else {})
+    return await asyncio.to_thread(runner.invoke, cli.app, list(args), env=env, terminal_width=200)
 
 
 def write_manifest(path: Path, app: str, version: str, workload: Path) -> Path:
@@ -73,7 +72,7 @@ async def test_the_cli_drives_a_release_a_rollback_and_a_freeze(
     manifest = write_manifest(tmp_path / "app.yaml", app, "1.0.0", surface.workload)
 
     # release 1.0.0: apply shows the new application and the change it triggered
-    applied = await ooda(surface, "--as", "alice", "--scope", "team:web", "apply", str(manifest))
+    applied = await ooda(surface, "apply", str(manifest), token=surface.token("alice", "team:web"))
     assert applied.exit_code == 0, applied.output
     assert f"{app}: new application" in applied.output
     assert "+ version: 1.0.0" in applied.output
@@ -125,7 +124,8 @@ async def test_the_cli_drives_a_release_a_rollback_and_a_freeze(
         assert "releases frozen" in shown.output
         assert await versions(surface, app) == ["1.0.0", "1.0.0"]
         # a user without admin cannot lift the freeze, and the CLI says so with exit 2
-        refused = await ooda(surface, "--as", "mallory", "--scope", "team:web", "freeze", "off")
+        mallory = surface.token("mallory", "team:web")
+        refused = await ooda(surface, "freeze", "off", token=mallory)
         assert refused.exit_code == 2, refused.output
         assert "refused the token (403)" in refused.output
     finally:

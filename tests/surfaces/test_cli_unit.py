@@ -12,12 +12,20 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from ooda.auth import SERVICES, issue_token
 from ooda_cli import main as cli
 from ooda_cli.diff import diff_specs
 
 pytestmark = pytest.mark.unit
 
 SECRET = "s" * 64
+PORTS = {8001: "cmdb", 8002: "pipeline", 8003: "monitor", 8004: "elastic", 8005: "decision"}
+
+
+def token_for(subject: str, *scopes: str) -> str:
+    """What an admin hands a user: `ooda-token --subject S --scope ... --audience all`."""
+    return issue_token(SECRET, subject, list(scopes), audience=SERVICES)
+
 
 SPEC = {
     "artifact": "sha256:" + "a" * 64,
@@ -81,7 +89,11 @@ class FakePlatform:
             auth = request.headers.get("authorization", "")
             try:
                 jwt.decode(
-                    auth.removeprefix("Bearer "), SECRET, algorithms=["HS256"], issuer="ooda"
+                    auth.removeprefix("Bearer "),
+                    SECRET,
+                    algorithms=["HS256"],
+                    issuer="ooda",
+                    audience=PORTS[port],
                 )
             except jwt.PyJWTError:
                 return httpx.Response(401, json={"detail": "invalid token"})
@@ -180,8 +192,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakePlatform:
     monkeypatch.setattr(cli, "SLEEP", lambda _s: None)
     for name in ("CMDB", "PIPELINE", "MONITOR", "ELASTIC", "DECISION"):
         monkeypatch.delenv(f"OODA_{name}_URL", raising=False)
-    monkeypatch.delenv("OODA_TOKEN", raising=False)
-    monkeypatch.setenv("OODA_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("OODA_TOKEN", token_for("ops", "admin"))
+    monkeypatch.setenv("OODA_AUTH_SECRET", SECRET)  # an admin's shell: the CLI must not use it
     monkeypatch.setenv("COLUMNS", "200")
     return platform
 
@@ -336,13 +348,15 @@ def test_an_illegal_transition_exits_1_with_the_pipelines_reason(fake: FakePlatf
     assert "cannot resume: it is running" in result.output
 
 
-def test_freeze_on_and_off_as_a_named_subject(fake: FakePlatform) -> None:
-    on = invoke("--as", "alice", "--scope", "admin", "freeze", "on", "--reason", "incident 42")
+def test_freeze_on_and_off_as_the_subject_of_the_token(
+    fake: FakePlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = token_for("alice", "admin")
+    monkeypatch.setenv("OODA_TOKEN", alice)
+    on = invoke("freeze", "on", "--reason", "incident 42")
     assert on.exit_code == 0, on.output
     assert "frozen" in on.output and "incident 42" in on.output
-    token = fake.requests[-1].headers["authorization"].removeprefix("Bearer ")
-    claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="ooda")
-    assert claims["sub"] == "alice" and claims["scopes"] == ["admin"]
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {alice}"
     off = invoke("freeze", "off")
     assert off.exit_code == 0 and "not frozen" in off.output
 
@@ -353,18 +367,17 @@ def test_freeze_on_without_a_reason_is_a_usage_error(fake: FakePlatform) -> None
     assert "needs --reason" in result.output
 
 
-def test_a_write_without_any_token_exits_2_saying_how_to_get_one(
+def test_a_write_without_a_token_exits_2_even_with_the_platform_secret_at_hand(
     fake: FakePlatform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("OODA_AUTH_SECRET")
+    monkeypatch.delenv("OODA_TOKEN")  # OODA_AUTH_SECRET stays set: nothing is minted from it
     result = invoke("pause", "chg-1")
     assert result.exit_code == 2
-    assert "no token: set OODA_TOKEN" in result.output
+    assert "no token: set OODA_TOKEN" in result.output and "ooda-token" in result.output
     assert not fake.requests
 
 
 def test_a_refused_token_exits_2(fake: FakePlatform, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OODA_AUTH_SECRET")
     monkeypatch.setenv("OODA_TOKEN", "not-a-jwt")
     result = invoke("abort", "chg-1")
     assert result.exit_code == 2

@@ -38,7 +38,7 @@ async def test_the_example_subscriber_decodes_a_live_cmdb_changed_event(surface:
     lines: list[str] = []
     attempt = 0
     try:
-        token = issue_token(surface.infra.auth_secret, "team-lead", ["team:web"])
+        token = issue_token(surface.infra.auth_secret, "team-lead", ["team:web"], audience="cmdb")
         async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(45):
             # keep declaring until the subscriber (joining its group) has seen the live event
             while not any(f"app={app}" in line for line in lines):

@@ -9,8 +9,10 @@ For each fetched batch:
 
 If a handler raises, the batch transaction rolls back and the batch is replayed one record per
 transaction, each retried with backoff; a record that keeps failing is dead-lettered with its
-error in the headers, and the loop goes on. A crash anywhere replays from the last committed
-offset and the inbox turns the replay into no-ops.
+error in the headers, and the loop goes on. Dead letters are bounded to what a record may be;
+one that still cannot be written is written again cut short, and as a last resort the record is
+skipped (logged and counted), so a record never stalls its partition. A crash anywhere replays
+from the last committed offset and the inbox turns the replay into no-ops.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ from ooda.db import Messaging, database_answers
 from ooda.events import DecodeError, Event, decode
 from ooda.events.envelope import Headers, UnknownEventType
 from ooda.metrics import CONSUMED, CONSUMER_FAILURES, CONSUMER_LAG, HANDLE_SECONDS
-from ooda.outbox import Outbox
+from ooda.outbox import MAX_RECORD_BYTES, Outbox, record_size
 from ooda.telemetry import context_from, tracer
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
 MAX_SPAN_LINKS = 128  # OpenTelemetry keeps at most this many links per span by default
+TRUNCATED_HEADER_BYTES = 1024  # a dead letter too large to write keeps this much of each header
+TRUNCATED_DEAD_LETTER_BYTES = 64 * 1024  # a dead letter that failed to be written is cut to this
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,21 @@ def dead_letter_headers(item: Incoming, group: str, error: str, attempts: int) -
         ("ooda_dlq_attempts", str(attempts).encode()),
     ]
     return [(k, v) for k, v in (r.headers or ()) if v is not None] + extra
+
+
+def bounded(
+    key: bytes | None, headers: Headers, value: bytes, max_bytes: int, *, cut: bool = False
+) -> tuple[Headers, bytes]:
+    """A dead letter of at most `max_bytes` (as the producer counts): unchanged when it fits
+    (unless `cut`), else header values cut to 1 KiB and the value to what is left, with an
+    `ooda_dlq_truncated` header saying what was cut."""
+    if not cut and record_size(key, headers, value) <= max_bytes:
+        return headers, value
+    short = [(k, v[:TRUNCATED_HEADER_BYTES]) for k, v in headers]
+    room = max(0, max_bytes - record_size(key, short, b"") - 128)  # 128: the note below
+    note = f"value {len(value)} -> {min(len(value), room)} bytes; header values cut to"
+    note += f" {TRUNCATED_HEADER_BYTES} bytes"
+    return [*short, ("ooda_dlq_truncated", note.encode())], value[:room]
 
 
 class EventConsumer:
@@ -263,15 +282,42 @@ class EventConsumer:
                     continue
             CONSUMER_FAILURES.labels(self.service, item.record.topic).inc()
             log.error("dead-lettering %s after %d attempts: %s", item.inbox_id, attempt, error)
-            async with self.sessions() as session, session.begin():
-                already = await session.get(self.inbox_row, (self.group_id, item.inbox_id))
-                if already is None:
-                    self._dead_letter(session, item, error, attempts=attempt)
+            await self._dead_letter_or_skip(item, error, attempt)
+            return
+
+    async def _dead_letter_or_skip(self, item: Incoming, error: str, attempts: int) -> None:
+        """Dead-letter one record in its own transaction; never raise, never loop forever.
+
+        A dead letter that cannot be written is written again as a truncated copy; when that
+        fails too the record is skipped: logged, counted (outcome `skipped`) and, if possible,
+        recorded in the inbox. Only a database outage makes it wait and try again.
+        """
+        limits = [MAX_RECORD_BYTES, TRUNCATED_DEAD_LETTER_BYTES]  # whole if it fits, then cut
+        while limits:
+            try:
+                async with self.sessions() as session, session.begin():
+                    already = await session.get(self.inbox_row, (self.group_id, item.inbox_id))
+                    if already is not None:
+                        return
+                    self._dead_letter(session, item, error, attempts, max_bytes=limits[0])
                     await session.execute(
                         insert(self.inbox), [self._inbox_row(item, "dead_lettered", error)]
                     )
-            CONSUMED.labels(self.service, item.record.topic, "dead_lettered").inc()
-            return
+                CONSUMED.labels(self.service, item.record.topic, "dead_lettered").inc()
+                return
+            except Exception as exc:
+                if not await self._database_up():
+                    await asyncio.sleep(max(1.0, self.backoff_seconds))
+                    continue
+                log.warning("cannot write the dead letter of %s: %s", item.inbox_id, exc)
+                limits.pop(0)
+        log.error("skipping %s: its dead letter cannot be written (%s)", item.inbox_id, error)
+        try:
+            async with self.sessions() as session, session.begin():
+                await session.execute(insert(self.inbox), [self._inbox_row(item, "skipped", error)])
+        except Exception as exc:
+            log.error("cannot record the skipped %s in the inbox: %s", item.inbox_id, exc)
+        CONSUMED.labels(self.service, item.record.topic, "skipped").inc()
 
     async def _database_up(self) -> bool:
         return await database_answers(self.sessions)
@@ -333,14 +379,17 @@ class EventConsumer:
         }
 
     def _dead_letter(
-        self, session: AsyncSession, item: Incoming, error: str, attempts: int
+        self,
+        session: AsyncSession,
+        item: Incoming,
+        error: str,
+        attempts: int,
+        max_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         r = item.record
+        headers = dead_letter_headers(item, self.group_id, error, attempts)
+        cut = max_bytes < MAX_RECORD_BYTES  # the retry of a dead letter that failed: cut it
+        headers, value = bounded(r.key, headers, r.value or b"", max_bytes, cut=cut)
         self.outbox.add_record(
-            session,
-            f"{r.topic}.dlq",
-            r.key,
-            dead_letter_headers(item, self.group_id, error, attempts),
-            r.value or b"",
-            event_id=item.inbox_id,
+            session, f"{r.topic}.dlq", r.key, headers, value, event_id=item.inbox_id[:200]
         )

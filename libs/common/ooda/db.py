@@ -81,6 +81,9 @@ class Messaging:
                 "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
             ),
             Column("sent_at", DateTime(timezone=True), nullable=True),
+            # set when the broker refused the row for what it is; the relay skips it
+            Column("parked_at", DateTime(timezone=True), nullable=True),
+            Column("parked_reason", Text, nullable=True),
             Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
         )
         self.inbox = Table(

@@ -23,6 +23,11 @@ OUTBOX_BACKLOG = Gauge(
 OUTBOX_PUBLISHED = Counter(
     "ooda_outbox_published_total", "Outbox rows published to Kafka", ["service", "topic"]
 )
+OUTBOX_PARKED = Counter(
+    "ooda_outbox_parked_total",
+    "Outbox rows the broker refused for what they are (e.g. too large), parked and skipped",
+    ["service", "topic"],
+)
 OUTBOX_DELAY = Histogram(
     "ooda_outbox_publish_delay_seconds",
     "Time from the database commit of an event to its acknowledgement by Kafka",
@@ -31,7 +36,7 @@ OUTBOX_DELAY = Histogram(
 )
 CONSUMED = Counter(
     "ooda_consumer_messages_total",
-    "Consumed messages by outcome (handled, duplicate, ignored, dead_lettered)",
+    "Consumed messages by outcome (handled, duplicate, ignored, dead_lettered, skipped)",
     ["service", "topic", "outcome"],
 )
 CONSUMER_FAILURES = Counter(

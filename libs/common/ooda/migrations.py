@@ -118,6 +118,22 @@ def drop_messaging_v1(op: Operations) -> None:
     op.execute("DROP FUNCTION IF EXISTS ooda_outbox_notify()")
 
 
+def add_outbox_parking(op: Operations) -> None:
+    """Let the relay park rows the broker refuses (revision 2; revision 1 creates the current
+    tables, so a new database already has the columns)."""
+    op.execute(
+        "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS parked_at timestamp with time zone, "
+        "ADD COLUMN IF NOT EXISTS parked_reason text"
+    )
+
+
+def drop_outbox_parking(op: Operations) -> None:
+    """Undo `add_outbox_parking`."""
+    op.execute(
+        "ALTER TABLE outbox DROP COLUMN IF EXISTS parked_at, DROP COLUMN IF EXISTS parked_reason"
+    )
+
+
 def in_context(connection: Connection) -> Operations:
     """Operations bound to a plain connection (for tests that build schemas directly)."""
     return Operations(MigrationContext.configure(connection))

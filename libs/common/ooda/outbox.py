@@ -4,6 +4,10 @@ The relay holds a transaction-scoped advisory lock while it publishes a batch, s
 per database publishes at a time and each application's events leave in commit order. A crash
 after publishing and before marking rows sent republishes them: delivery is at-least-once and
 every consumer deduplicates by event id.
+
+A record is at most `MAX_RECORD_BYTES` (refused at `add`, so the caller's transaction fails with
+the reason), and a row the broker still refuses (e.g. a topic with a lower `max.message.bytes`) is
+parked: marked with the reason, counted, and skipped, so the rows behind it go on.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ import asyncio
 import base64
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from opentelemetry.trace import SpanKind
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -24,12 +32,29 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from ooda.db import OUTBOX_CHANNEL, Messaging, asyncpg_dsn
 from ooda.events import Event, Payload, encode
 from ooda.events.envelope import Headers
-from ooda.metrics import OUTBOX_BACKLOG, OUTBOX_DELAY, OUTBOX_PUBLISHED
+from ooda.metrics import OUTBOX_BACKLOG, OUTBOX_DELAY, OUTBOX_PARKED, OUTBOX_PUBLISHED
 from ooda.telemetry import current_trace_headers, tracer
 
 log = logging.getLogger(__name__)
 
 RELAY_LOCK_ID = 0x00DA0001
+
+# The largest record (as the producer sizes it) the outbox accepts: below the producer's default
+# max_request_size (1 MiB) and the broker's default message.max.bytes (1 MiB + 12 bytes).
+MAX_RECORD_BYTES = 1_000_000
+# What a payload may take of a record: the rest is for the key and the bounded CloudEvent headers.
+MAX_PAYLOAD_BYTES = MAX_RECORD_BYTES - 16 * 1024
+# Errors that are about the record itself: retrying cannot help, so its row is parked.
+UNSENDABLE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+
+
+class EventTooLarge(ValueError):
+    """An event or record is larger than a Kafka record may be (`MAX_RECORD_BYTES`)."""
+
+
+def record_size(key: bytes | None, headers: Headers, value: bytes) -> int:
+    """The size of a record as the producer counts it against its max_request_size."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
 
 
 def pack_headers(headers: Headers) -> list[list[str]]:
@@ -71,6 +96,11 @@ class Outbox:
         )
         key, headers, value = encode(event)
         topic = self.topic_prefix + event.topic
+        if (size := record_size(key, headers, value)) > MAX_RECORD_BYTES:
+            raise EventTooLarge(
+                f"{event.type} for {event.subject!r} is {size} bytes, "
+                f"more than a record may be ({MAX_RECORD_BYTES} bytes)"
+            )
         self.add_record(session, topic, key, headers, value, event_id=event.id)
         return event
 
@@ -85,6 +115,11 @@ class Outbox:
         event_id: str | None = None,
     ) -> None:
         """Record a raw Kafka record (used for dead letters, which keep the original bytes)."""
+        if (size := record_size(key, headers, value)) > MAX_RECORD_BYTES:
+            raise EventTooLarge(
+                f"a record for {topic} is {size} bytes, "
+                f"more than a record may be ({MAX_RECORD_BYTES} bytes)"
+            )
         row = self.row_class()
         row.topic, row.key, row.headers, row.value, row.event_id = (
             topic,
@@ -134,7 +169,7 @@ class OutboxRelay:
         self._last_cleanup = datetime.min.replace(tzinfo=UTC)
 
     async def publish_batch(self) -> int:
-        """Publish one batch of unsent rows; returns how many were published."""
+        """Publish one batch of unsent rows; how many left the queue (published or parked)."""
         t = self.table
         async with self.engine.begin() as conn:
             locked = await conn.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)))
@@ -143,7 +178,7 @@ class OutboxRelay:
             rows = (
                 await conn.execute(
                     select(t.c.id, t.c.topic, t.c.key, t.c.headers, t.c.value, t.c.created_at)
-                    .where(t.c.sent_at.is_(None))
+                    .where(t.c.sent_at.is_(None), t.c.parked_at.is_(None))
                     .order_by(t.c.id)
                     .limit(self.batch_size)
                 )
@@ -151,31 +186,62 @@ class OutboxRelay:
             if not rows:
                 OUTBOX_BACKLOG.labels(self.service).set(0)
                 return 0
-            pending = [
-                await self.producer.send(
-                    r.topic, value=r.value, key=r.key, headers=unpack_headers(r.headers)
-                )
-                for r in rows
-            ]
-            await asyncio.gather(*pending)
+            parked = await self._send(rows)
             now = datetime.now(UTC)
-            await conn.execute(
-                update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=func.now())
-            )
+            sent = [r for r in rows if r.id not in parked]
+            if sent:
+                await conn.execute(
+                    update(t).where(t.c.id.in_([r.id for r in sent])).values(sent_at=func.now())
+                )
+            for r in rows:
+                if r.id in parked:
+                    log.error("outbox row %d for %s parked: %s", r.id, r.topic, parked[r.id])
+                    await conn.execute(
+                        update(t)
+                        .where(t.c.id == r.id)
+                        .values(parked_at=func.now(), parked_reason=parked[r.id])
+                    )
             backlog = (
                 0
                 if len(rows) < self.batch_size
                 else await conn.scalar(
-                    select(func.count()).select_from(t).where(t.c.sent_at.is_(None))
+                    select(func.count())
+                    .select_from(t)
+                    .where(t.c.sent_at.is_(None), t.c.parked_at.is_(None))
                 )
             )
         OUTBOX_BACKLOG.labels(self.service).set(backlog or 0)
         for r in rows:
+            if r.id in parked:
+                OUTBOX_PARKED.labels(self.service, r.topic).inc()
+                continue
             OUTBOX_PUBLISHED.labels(self.service, r.topic).inc()
             OUTBOX_DELAY.labels(self.service).observe(
                 max(0.0, (now - r.created_at).total_seconds())
             )
         return len(rows)
+
+    async def _send(self, rows: Sequence[Any]) -> dict[int, str]:
+        """Send rows in order and wait for the broker; the ids of the rows refused for what they
+        are, with why. Any other failure raises (nothing is marked; all is sent again later)."""
+        parked: dict[int, str] = {}
+        pending = []
+        for r in rows:
+            try:
+                sending = await self.producer.send(
+                    r.topic, value=r.value, key=r.key, headers=unpack_headers(r.headers)
+                )
+            except UNSENDABLE as exc:
+                parked[r.id] = f"{type(exc).__name__}: {exc}"
+                continue
+            pending.append((r.id, sending))
+        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        for (row_id, _), result in zip(pending, results, strict=True):
+            if isinstance(result, UNSENDABLE):
+                parked[row_id] = f"{type(result).__name__}: {result}"
+            elif isinstance(result, BaseException):
+                raise result
+        return parked
 
     async def drain(self) -> int:
         """Publish until the outbox is empty (or another relay holds the lock)."""

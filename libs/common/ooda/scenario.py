@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from ooda.auth import issue_token
+from ooda.auth import SERVICES, issue_token
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -33,8 +33,9 @@ class Platform:
     decision: str = "http://127.0.0.1:8005"
 
     def headers(self, subject: str = "ooda-scenario", *scopes: str) -> dict[str, str]:
-        """Authorization header for `subject` (admin unless scopes are given)."""
-        token = issue_token(self.auth_secret, subject, list(scopes or ("admin",)), 3600)
+        """Authorization header for `subject` (admin unless scopes are given), for every service."""
+        scopes = scopes or ("admin",)
+        token = issue_token(self.auth_secret, subject, list(scopes), 3600, audience=SERVICES)
         return {"Authorization": f"Bearer {token}"}
 
 

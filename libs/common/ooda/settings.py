@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Markers of the values shipped in examples (deploy/compose/.env.example) and of placeholders:
+# a secret containing one is public, so anyone could sign tokens with it.
+PLACEHOLDER_MARKERS = (
+    "dev-only",
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "placeholder",
+)
 
 
 def shared(name: str) -> Any:
@@ -27,6 +39,24 @@ class ServiceSettings(BaseSettings):
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared("OODA_KAFKA_BOOTSTRAP"))
     auth_secret: SecretStr = Field(..., min_length=32, validation_alias=shared("OODA_AUTH_SECRET"))
+    auth_max_ttl_seconds: int = Field(
+        24 * 3600,
+        ge=60,
+        validation_alias=shared("OODA_AUTH_MAX_TTL_SECONDS"),
+        description="tokens whose lifetime (exp - iat) is longer are refused",
+    )
+    auth_leeway_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=300,
+        validation_alias=shared("OODA_AUTH_LEEWAY_SECONDS"),
+        description="clock skew allowed on a token's iat, nbf and exp",
+    )
+    auth_revocations: Path | None = Field(
+        None,
+        validation_alias=shared("OODA_AUTH_REVOCATIONS"),
+        description="file of revoked token ids and subjects (`ooda-token revoke`)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=shared("OODA_LOG_LEVEL")
     )
@@ -40,6 +70,17 @@ class ServiceSettings(BaseSettings):
     )
     outbox_poll_seconds: float = Field(1.0, gt=0)
     consumer_max_attempts: int = Field(4, ge=1)
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _not_a_placeholder(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().lower()
+        if any(marker in text for marker in PLACEHOLDER_MARKERS):
+            raise ValueError(
+                "is an example or placeholder value; set a random secret of at least 32 "
+                "characters (e.g. `openssl rand -base64 48`)"
+            )
+        return value
 
 
 S = TypeVar("S", bound=ServiceSettings)

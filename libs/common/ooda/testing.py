@@ -275,11 +275,12 @@ class RunningService:
     prefix: str
 
     def auth(self, subject: str, *scopes: str) -> dict[str, str]:
-        """Authorization header for `subject` with `scopes`."""
+        """Authorization header for `subject` with `scopes`, for this service."""
         from ooda.auth import issue_token
 
         secret = self.settings.auth_secret.get_secret_value()
-        return {"Authorization": f"Bearer {issue_token(secret, subject, list(scopes))}"}
+        token = issue_token(secret, subject, list(scopes), audience=self.settings.service_name)
+        return {"Authorization": f"Bearer {token}"}
 
 
 @contextlib.asynccontextmanager

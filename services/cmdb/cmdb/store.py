@@ -39,7 +39,7 @@ from cmdb.domain import Item, ItemRef, Operation, Snapshot, operation_between
 from ooda.db import Messaging, new_metadata
 from ooda.events import CmdbChanged
 from ooda.events.contracts import ItemChange
-from ooda.outbox import Outbox
+from ooda.outbox import MAX_PAYLOAD_BYTES, Outbox
 
 metadata = new_metadata()
 messaging = Messaging(metadata)
@@ -403,23 +403,19 @@ class ChangeSet:
         return op
 
     def publish(self) -> None:
-        """Announce the change set: one `cmdb-changed` per application touched (if any change)."""
+        """Announce the change set: one `cmdb-changed` per application touched (if any change),
+        in numbered parts when its items are too many for one record."""
         groups: dict[str, list[ItemChange]] = {}
         for ref, op, app_id in self.changes:
             groups.setdefault(app_id or INFRA_GROUP, []).append(
                 ItemChange(type=ref.kind, id=ref.id, op=op)
             )
         for app, changed in sorted(groups.items()):
-            self.outbox.add(
-                self.session,
-                CmdbChanged(
-                    app=app,
-                    change_set_id=self.id,
-                    actor=self.actor,
-                    cause=self.cause,
-                    items=changed,
-                ),
+            event = CmdbChanged(
+                app=app, change_set_id=self.id, actor=self.actor, cause=self.cause, items=changed
             )
+            for part in event.split(MAX_PAYLOAD_BYTES):  # a large import: several events
+                self.outbox.add(self.session, part)
 
 
 async def record_change_request(

@@ -81,7 +81,7 @@ def monitor_gate(settings: Settings, cmdb: Cmdb) -> MonitorGate:
 
     def token() -> str:
         # The pipeline's own short-lived `deploy` token: it announces new instances to scrape.
-        return issue_token(secret, ACTOR, [DEPLOY_SCOPE], ttl_seconds=300)
+        return issue_token(secret, ACTOR, [DEPLOY_SCOPE], ttl_seconds=300, audience="monitor")
 
     return MonitorGate(
         settings.monitor_url, limits, observe_s=settings.gate_observe_seconds, token=token

@@ -151,12 +151,39 @@ class ItemChange(BaseModel):
 
 
 class CmdbChanged(Payload):
-    """A CMDB change set was committed (by a person, an import, or an event)."""
+    """A CMDB change set was committed (by a person, an import, or an event).
+
+    A change set with more items than one record holds (a large import) is announced in several
+    events with the same `change_set_id`, numbered `part` of `parts`.
+    """
 
     change_set_id: str
     actor: str
     cause: str | None = None
     items: list[ItemChange]
+    part: int = Field(1, ge=1, description="which of the change set's events this is (from 1)")
+    parts: int = Field(1, ge=1, description="how many events announce this change set")
+
+    def split(self, max_bytes: int) -> builtins.list[CmdbChanged]:
+        """This event as parts whose JSON is at most `max_bytes` each (itself if it fits)."""
+        if len(self.model_dump_json()) <= max_bytes:
+            return [self]
+        empty = self.model_copy(update={"items": [], "part": 10**6, "parts": 10**6})
+        room = max_bytes - len(empty.model_dump_json())
+        chunks: builtins.list[builtins.list[ItemChange]] = [[]]
+        used = 0
+        for item in self.items:
+            size = len(item.model_dump_json()) + 1
+            if chunks[-1] and used + size > room:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(item)
+            used += size
+        n = len(chunks)
+        return [
+            self.model_copy(update={"items": chunk, "part": i, "parts": n})
+            for i, chunk in enumerate(chunks, 1)
+        ]
 
 
 class ChangeProgressed(Payload):

@@ -85,6 +85,22 @@ def header(headers: Headers | None, name: str) -> str | None:
 
 REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type")
 
+# The longest value each header may carry, in bytes. Consumers store these attributes (the event
+# id in inboxes and in columns as narrow as 64 characters, the source in actors, the trace context
+# with changes), so a longer one is refused here: the record is dead-lettered with the reason
+# instead of failing every write that stores it. Platform event ids are UUIDs (36 characters).
+HEADER_LIMITS = {
+    "ce_specversion": 16,
+    "ce_id": 64,
+    "ce_source": 200,
+    "ce_type": 200,
+    "ce_subject": 128,
+    "ce_time": 64,
+    "content-type": 200,
+    "traceparent": 128,
+    "tracestate": 512,
+}
+
 
 def decode(key: bytes | None, headers: Headers | None, value: bytes | None) -> Event:
     """Parse and validate a Kafka record; raise DecodeError naming what is wrong.
@@ -95,12 +111,20 @@ def decode(key: bytes | None, headers: Headers | None, value: bytes | None) -> E
     hdrs = {k: v for k, v in headers or () if v is not None}
     if "ce_type" not in hdrs or "ce_specversion" not in hdrs:
         raise DecodeError("not a CloudEvent: missing ce_specversion/ce_type headers")
+    for name, raw in headers or ():
+        limit = HEADER_LIMITS.get(name)
+        if limit is not None and raw is not None and len(raw) > limit:
+            raise DecodeError(
+                f"invalid CloudEvent: header {name} is {len(raw)} bytes, longer than {limit}"
+            )
     try:
         attrs = {name: hdrs[name].decode() for name in REQUIRED}
     except KeyError as exc:
         raise DecodeError(f"invalid CloudEvent: missing header {exc.args[0]}") from exc
     except UnicodeDecodeError as exc:
         raise DecodeError(f"invalid CloudEvent: header is not UTF-8: {exc}") from exc
+    if not attrs["ce_id"]:
+        raise DecodeError("invalid CloudEvent: header ce_id is empty")
     if attrs["ce_specversion"] != "1.0":
         raise DecodeError(f"unsupported CloudEvents specversion {attrs['ce_specversion']!r}")
     content_type = hdrs.get("content-type", CONTENT_TYPE.encode()).split(b";")[0].strip()

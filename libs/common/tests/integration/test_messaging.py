@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ooda.consumer import EventConsumer
 from ooda.events import CATALOG, Event, MetricObserved, decode, encode
 from ooda.examples import example_payloads
-from ooda.outbox import OutboxRelay
+from ooda.metrics import CONSUMED, OUTBOX_PARKED
+from ooda.outbox import MAX_RECORD_BYTES, Outbox, OutboxRelay
 from ooda.telemetry import add_span_processor, setup_tracing, tracer
 from ooda.testing import Infra, unique
 
@@ -315,3 +316,160 @@ async def test_one_trace_spans_the_produce_consume_hop(
     assert process.parent is not None and process.parent.span_id == publish.context.span_id
     assert process.attributes is not None and process.attributes["ooda.app"] == app
     assert uuid.UUID(str(process.attributes["messaging.message.id"]))
+
+
+async def test_a_record_with_an_over_long_event_id_is_dead_lettered_and_the_next_is_processed(
+    store: Store, infra: Infra, prefix: str
+) -> None:
+    app = unique("app")
+    key, headers, value = encode(Event.new(metric(app), source="/test"))
+    long_id = [(k, b"i" * 10_240 if k == "ce_id" else v) for k, v in headers]
+    good = encode(Event.new(metric(app), source="/test"))
+    await produce(infra, prefix + "metric-observed", [(key, long_id, value), good])
+    consumer = consumer_for(
+        store, infra, prefix, recording_handler(store), max_attempts=2, backoff_seconds=0.01
+    )
+    task = await running(consumer)
+    try:
+        await until(lambda: _committed(consumer, prefix + "metric-observed", 2))
+    finally:
+        await stop(task, consumer)
+    assert await count_effects(store, app) == 1
+    relay, producer = relay_for(store, infra)
+    await producer.start()  # type: ignore[attr-defined]
+    try:
+        assert await relay.drain() == 1
+    finally:
+        await producer.stop()  # type: ignore[attr-defined]
+    (dead,) = await read_topic(infra, prefix + "metric-observed.dlq", 1)
+    assert "ce_id is 10240 bytes" in dict(dead.headers)["ooda_dlq_error"].decode()  # type: ignore[attr-defined]
+    assert dead.value == value  # type: ignore[attr-defined]
+
+
+async def test_a_dead_letter_that_cannot_be_written_is_skipped_and_counted_never_retried_forever(
+    store: Store, infra: Infra, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = unique("app")
+    garbage: tuple[bytes | None, Any, bytes] = (app.encode(), None, b"\x00not json")
+    good = encode(Event.new(metric(app), source="/test"))
+    await produce(infra, prefix + "metric-observed", [garbage, good])
+
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise ValueError("this dead letter cannot be stored")
+
+    monkeypatch.setattr(Outbox, "add_record", refuse)
+    consumer = consumer_for(
+        store, infra, prefix, recording_handler(store), max_attempts=2, backoff_seconds=0.01
+    )
+    skipped = CONSUMED.labels("test", prefix + "metric-observed", "skipped")
+    before = skipped._value.get()
+    task = await running(consumer)
+    try:
+        await until(lambda: _committed(consumer, prefix + "metric-observed", 2))
+    finally:
+        await stop(task, consumer)
+    assert await count_effects(store, app) == 1
+    assert skipped._value.get() == before + 1
+    async with store.sessions() as s:
+        outcomes = (await s.execute(select(store.messaging.inbox.c.outcome))).scalars().all()
+    assert sorted(outcomes) == ["handled", "skipped"]
+
+
+async def _drain(store: Store, infra: Infra) -> int:
+    relay, producer = relay_for(store, infra)
+    await producer.start()  # type: ignore[attr-defined]
+    try:
+        return await relay.drain()
+    finally:
+        await producer.stop()  # type: ignore[attr-defined]
+
+
+async def test_a_dead_letter_copy_of_a_record_near_the_size_limit_is_truncated_and_relayed(
+    store: Store, infra: Infra, prefix: str
+) -> None:
+    app = unique("app")
+    huge = (
+        b"\x00" + b"z" * 1_048_300
+    )  # as large as the broker takes; with dead-letter headers, more
+    good = encode(Event.new(metric(app), source="/test"))
+    await produce(infra, prefix + "metric-observed", [(app.encode(), None, huge), good])
+    consumer = consumer_for(store, infra, prefix, recording_handler(store))
+    task = await running(consumer)
+    try:
+        await until(lambda: _committed(consumer, prefix + "metric-observed", 2))
+    finally:
+        await stop(task, consumer)
+    async with store.sessions() as s, s.begin():
+        outbox_for(store, prefix).add(s, metric(app))  # an event behind the dead letter
+    assert await _drain(store, infra) == 2
+    (dead,) = await read_topic(infra, prefix + "metric-observed.dlq", 1)
+    headers = dict(dead.headers)  # type: ignore[attr-defined]
+    assert len(dead.value) <= MAX_RECORD_BYTES  # type: ignore[attr-defined]
+    assert dead.value == huge[: len(dead.value)]  # type: ignore[attr-defined]
+    assert headers["ooda_dlq_truncated"].startswith(b"value 1048301 -> ")
+    assert "not a CloudEvent" in headers["ooda_dlq_error"].decode()
+    assert len(await read_topic(infra, prefix + "metric-observed", 3)) == 3
+
+
+async def test_a_record_the_broker_refuses_is_parked_and_the_relay_goes_on(
+    store: Store, infra: Infra, prefix: str
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    small = prefix + "small-records"
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(small, 1, 1, topic_configs={"max.message.bytes": "10000"})]
+        )
+    finally:
+        await admin.close()
+    app = unique("app")
+    outbox = outbox_for(store, prefix)
+    async with store.sessions() as s, s.begin():
+        outbox.add(s, metric(app))
+        outbox.add_record(s, small, app.encode(), [], b"y" * 50_000, event_id="too-big")
+        outbox.add(s, metric(app))
+    parked = OUTBOX_PARKED.labels("test", small)
+    before = parked._value.get()
+    assert await _drain(store, infra) == 3  # two published, one parked
+    assert len(await read_topic(infra, prefix + "metric-observed", 2)) == 2
+    t = store.messaging.outbox
+    async with store.sessions() as s:
+        row = (await s.execute(select(t).where(t.c.event_id == "too-big"))).one()
+    assert row.sent_at is None and row.parked_at is not None
+    assert "MessageSizeTooLarge" in row.parked_reason
+    assert parked._value.get() == before + 1
+    async with store.sessions() as s, s.begin():
+        outbox.add(s, metric(app))
+    assert await _drain(store, infra) == 1  # the parked row is never tried again
+
+
+async def test_a_dead_letter_refused_whole_is_written_again_cut_short(
+    store: Store, infra: Infra, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = unique("app")
+    garbage: tuple[bytes | None, Any, bytes] = (app.encode(), [("note", b"n" * 5000)], b"\x00x")
+    await produce(infra, prefix + "metric-observed", [garbage])
+    add_record = Outbox.add_record
+
+    def refuse_long_headers(self: Outbox, *args: Any, **kw: Any) -> None:
+        if any(len(v) > 1024 for _, v in args[3]):  # e.g. a store that limits header values
+            raise ValueError("header value too long")
+        add_record(self, *args, **kw)
+
+    monkeypatch.setattr(Outbox, "add_record", refuse_long_headers)
+    consumer = consumer_for(
+        store, infra, prefix, recording_handler(store), max_attempts=2, backoff_seconds=0.01
+    )
+    task = await running(consumer)
+    try:
+        await until(lambda: _committed(consumer, prefix + "metric-observed", 1))
+    finally:
+        await stop(task, consumer)
+    assert await _drain(store, infra) == 1
+    (dead,) = await read_topic(infra, prefix + "metric-observed.dlq", 1)
+    headers = dict(dead.headers)  # type: ignore[attr-defined]
+    assert headers["note"] == b"n" * 1024 and dead.value == b"\x00x"  # type: ignore[attr-defined]
+    assert headers["ooda_dlq_truncated"].startswith(b"value 2 -> 2 bytes")

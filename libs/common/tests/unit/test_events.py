@@ -85,3 +85,47 @@ def test_time_is_carried_in_utc() -> None:
     event = Event.new(example_payloads()[0], source="/x", time=datetime(2026, 1, 1, tzinfo=UTC))
     _, headers, _ = encode(event)
     assert dict(headers)["ce_time"] == b"2026-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "name", ["ce_id", "ce_source", "ce_subject", "ce_time", "traceparent", "tracestate"]
+)
+def test_an_over_long_header_is_refused_naming_it(name: str) -> None:
+    event = Event.new(example_payloads()[0], source="/x", traceparent="00-" + "a" * 32 + "-01")
+    key, headers, value = encode(event)
+    headers = [(k, v) for k, v in headers if k != name] + [(name, b"x" * 10_000)]
+    with pytest.raises(DecodeError, match=f"header {name} is 10000 bytes"):
+        decode(key, headers, value)
+
+
+def test_an_empty_event_id_is_refused() -> None:
+    key, headers, value = encode(Event.new(example_payloads()[0], source="/x"))
+    headers = [(k, b"" if k == "ce_id" else v) for k, v in headers]
+    with pytest.raises(DecodeError, match="header ce_id is empty"):
+        decode(key, headers, value)
+
+
+def test_the_outbox_refuses_an_event_larger_than_a_record_may_be() -> None:
+    from ooda.db import Messaging, new_metadata
+    from ooda.events import ChangeProgressed
+    from ooda.outbox import EventTooLarge, Outbox
+
+    outbox = Outbox(Messaging(new_metadata()), source="/x")
+    payload = ChangeProgressed(app="web", change_id="c1", state="running", message="m" * 2_000_000)
+    with pytest.raises(EventTooLarge, match=r"io.ooda.change.progressed.v1 .* 2000\d+ bytes"):
+        outbox.add(None, payload)  # type: ignore[arg-type]  # refused before the session is used
+
+
+def test_a_change_set_too_large_for_one_record_is_split_into_numbered_parts() -> None:
+    from ooda.events import CmdbChanged
+    from ooda.events.contracts import ItemChange
+
+    items = [ItemChange(type="host", id=f"h{n:05d}-" + "x" * 200, op="create") for n in range(9000)]
+    whole = CmdbChanged(app="cmdb", change_set_id="cs1", actor="ops", items=items)
+    parts = whole.split(1_000_000)
+    assert len(parts) == 3
+    assert all(len(p.model_dump_json()) <= 1_000_000 for p in parts)
+    assert [(p.part, p.parts) for p in parts] == [(1, 3), (2, 3), (3, 3)]
+    assert [i for p in parts for i in p.items] == items
+    assert {p.change_set_id for p in parts} == {"cs1"}
+    assert whole.split(10_000_000) == [whole]

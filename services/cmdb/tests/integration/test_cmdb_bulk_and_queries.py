@@ -433,3 +433,31 @@ async def test_pages_of_stored_json_chain_by_cursor_in_any_sort_order(svc: Runni
         "/v1/apps", params={"selector": f"run={run}", "sort": "-tier", "cursor": "bm9wZQ"}
     )
     assert mixed.status_code == 400
+
+
+async def test_an_import_too_large_for_one_event_is_announced_in_numbered_parts(
+    svc: RunningService,
+) -> None:
+    zone, pool = unique("zone"), unique("pool")
+    hosts = [f"{zone}-{n:05d}-" + "h" * 220 for n in range(4000)]  # ~1.1 MB of item changes
+    base = [{"kind": "region", "id": zone + "-r"}, {"kind": "pool", "id": pool}]
+    zone_row = {"kind": "zone", "id": zone, "region_id": zone + "-r"}
+    result = await import_rows(
+        svc, [*base, zone_row, *(host_row(h, zone, pool) for h in hosts)], admin(svc)
+    )
+    assert result.status_code == 200, result.text
+    change_set_id = result.json()["change_set_id"]
+    outbox = svc.app.state.runtime.messaging.outbox
+    async with svc.app.state.runtime.sessions() as session:
+        rows = (
+            await session.execute(
+                select(outbox.c.key, outbox.c.value).where(outbox.c.topic.like("%cmdb-changed"))
+            )
+        ).all()
+    parts = [
+        json.loads(r.value) for r in rows if json.loads(r.value)["change_set_id"] == change_set_id
+    ]
+    assert len(parts) == 2
+    assert sorted((p["part"], p["parts"]) for p in parts) == [(1, 2), (2, 2)]
+    assert all(len(r.value) < 1_000_000 for r in rows)
+    assert sum(len(p["items"]) for p in parts) == 4000 + 3

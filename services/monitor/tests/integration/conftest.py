@@ -203,7 +203,7 @@ class Env:
         return Settings(**(values | overrides))
 
     def auth(self, subject: str, *scopes: str) -> dict[str, str]:
-        token = issue_token(self.infra.auth_secret, subject, list(scopes))
+        token = issue_token(self.infra.auth_secret, subject, list(scopes), audience="monitor")
         return {"Authorization": f"Bearer {token}"}
 
     async def events(

@@ -52,7 +52,7 @@ async def test_a_rollout_killed_mid_batch_resumes_without_orphans_or_duplicates(
     await create_topics(kit.infra, prefix)
     data_dir = tmp_path / "data"
     service = await pipeline_process(kit, tmp_path, prefix)
-    token = issue_token(kit.infra.auth_secret, "ci", ["team:shop-team"])
+    token = issue_token(kit.infra.auth_secret, "ci", ["team:shop-team"], audience="pipeline")
     headers = {"Authorization": f"Bearer {token}"}
     try:
         service.start()
@@ -110,7 +110,8 @@ async def test_an_automatic_rollback_killed_mid_batch_resumes_and_finishes_once(
     await create_topics(kit.infra, prefix)
     data_dir = tmp_path / "data"
     service = await pipeline_process(kit, tmp_path, prefix)
-    headers = {"Authorization": f"Bearer {issue_token(kit.infra.auth_secret, 'ci', ['release'])}"}
+    token = issue_token(kit.infra.auth_secret, "ci", ["release"], audience="pipeline")
+    headers = {"Authorization": f"Bearer {token}"}
 
     async def deploy(
         client: httpx.AsyncClient, version: str, artifact: str, batch: dict[str, int]

@@ -345,7 +345,7 @@ def test_the_gate_is_built_only_when_the_monitor_url_is_set(tmp_path: Path) -> N
         assert asyncio.run(built.limits("shop")) == Limits(0.1, None)  # no spec: settings only
         # It announces instances with a `deploy` token of its own, signed with the secret.
         assert built.token is not None
-        actor = verify_token(required["auth_secret"], built.token())
+        actor = verify_token(required["auth_secret"], built.token(), "monitor")
         assert actor.subject == "service:pipeline" and actor.has("deploy")
 
 
