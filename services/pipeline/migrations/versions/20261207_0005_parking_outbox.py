@@ -1,7 +1,7 @@
 """The relay parks outbox rows the broker refuses (too large) instead of retrying them forever.
 
 Revision ID: 20261207_parking
-Revises: 20261130_0003
+Revises: 20261207_0004
 Create Date: 2026-12-07
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from ooda.migrations import add_outbox_parking, drop_outbox_parking
 
 revision = "20261207_parking"
-down_revision = "20261130_0003"
+down_revision = "20261207_0004"
 branch_labels = None
 depends_on = None
 
