@@ -135,7 +135,7 @@ async def post_history(
     concurrency: int = 16,
 ) -> int:
     """Post the history windows to the monitor, oldest first, `concurrency` at a time."""
-    headers = platform.headers("demo-history-agent", "metrics:push")
+    headers = platform.headers("demo-history-agent", "metrics:push", f"team:{plan.team}")
     gate = asyncio.Semaphore(concurrency)
 
     async def one(window_start: float, window_end: float, mean: float) -> None:

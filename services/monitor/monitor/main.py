@@ -10,6 +10,7 @@ from monitor.api import router
 from monitor.config import Settings
 from monitor.consumer import subscriptions_for
 from monitor.loops import Monitor
+from monitor.owners import HttpOwners, Owners
 from monitor.scraper import Scraper
 from monitor.sd import HttpServiceDiscovery, TargetSource
 from monitor.store import messaging
@@ -19,7 +20,9 @@ from ooda.settings import ServiceSettings
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_app(settings: ServiceSettings, source: TargetSource | None = None) -> FastAPI:
+def create_app(
+    settings: ServiceSettings, source: TargetSource | None = None, owners: Owners | None = None
+) -> FastAPI:
     """The monitor HTTP API with its discovery, scrape and retention loops, consumer and relay."""
     config = (
         settings
@@ -72,6 +75,10 @@ def create_app(settings: ServiceSettings, source: TargetSource | None = None) ->
         on_start=on_start,
     )
     app.state.monitor = monitor
+    # Who may push or write alert rules for an application: its owner team in the CMDB.
+    app.state.owners = owners or HttpOwners(
+        config.cmdb_url, sd_client, ttl_s=config.owner_cache_seconds
+    )
     return app
 
 
