@@ -14,6 +14,7 @@ from monitor.owners import HttpOwners, Owners
 from monitor.scraper import Scraper
 from monitor.sd import HttpServiceDiscovery, TargetSource
 from monitor.store import messaging
+from ooda.limits import RouteLimit
 from ooda.service import Runtime, close_at_shutdown, create_service_app, run_service
 from ooda.settings import ServiceSettings
 
@@ -73,6 +74,7 @@ def create_app(
         routers=[router],
         subscriptions=subscriptions_for(monitor),
         on_start=on_start,
+        body_limits=[RouteLimit("POST", "/v1/push", config.scrape_max_bytes)],
     )
     app.state.monitor = monitor
     # Who may push or write alert rules for an application: its owner team in the CMDB.
