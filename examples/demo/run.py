@@ -362,7 +362,7 @@ async def demo(args: argparse.Namespace) -> int:
         say("Building the sample workload and uploading it to the pipeline")
         with tempfile.TemporaryDirectory() as tmp:
             sha = await upload_artifact(
-                client, platform, build_workload(Path(tmp) / "workload.pyz")
+                client, platform, build_workload(Path(tmp) / "workload.pyz"), plan.team
             )
         print(f"artifact sha256:{sha[:16]}...")
         say(f"Declaring {app} and its spec (the CMDB requests the deployment)")
