@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import update
 
 from ooda.testing import unique
+from pipeline.artifact_handlers import CmdbUnreachable, collect_unused_artifacts
 from pipeline.store import artifacts as artifacts_table
 
 pytestmark = pytest.mark.integration
@@ -144,6 +146,21 @@ async def test_artifacts_no_live_change_or_current_spec_uses_are_collected_after
                 .where(artifacts_table.c.sha256.in_(old))
                 .values(created_at=long_ago)
             )
+
+        # A CMDB that cannot say what the current specs use: the round deletes nothing.
+        class DarkCmdb:
+            async def spec(self, app: str) -> Any:
+                raise httpx.ConnectError("the CMDB is down")
+
+        with pytest.raises(CmdbUnreachable):
+            await collect_unused_artifacts(
+                svc.app.state.runtime.sessions,
+                svc.app.state.pipeline.artifacts,
+                DarkCmdb(),
+                timedelta(hours=1),
+                datetime.now(UTC),
+            )
+        assert (tmp_path / "artifacts" / f"{shas['unused']}.pyz").exists()
 
         assert (await client.post("/v1/artifacts/gc", headers=team)).status_code == 403
         collected = await client.post("/v1/artifacts/gc", headers=admin)
