@@ -341,7 +341,10 @@ async def pipeline(
 async def deploy(svc: Any, app: str, data: bytes, replicas: int, batch: dict[str, int]) -> Any:
     headers = svc.auth("bench", "release")
     up = await svc.client.post(
-        "/v1/artifacts", params={"name": "workload.pyz"}, content=data, headers=headers
+        "/v1/artifacts",
+        params={"name": "workload.pyz", "team": "bench"},
+        content=data,
+        headers=headers,
     )
     assert up.status_code in (200, 201), up.text
     reset()

@@ -1,6 +1,7 @@
 """Show one event travelling through the running platform.
 
-An agent pushes one window of an application's load to the monitor (an authenticated HTTP write);
+The application is declared in the CMDB with its owner team, then an agent of that team pushes one
+window of the application's load to the monitor (an authenticated HTTP write);
 the monitor records it and, in the same database transaction, puts `metric-observed` in its outbox;
 the relay publishes it to Kafka; the decision center consumes it exactly once into its load
 history. The script prints each hop, the event as an independent Kafka client (kcat) sees it, and
@@ -25,6 +26,7 @@ from ooda.testing import read_env_file
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = read_env_file(Path(os.environ.get("OODA_LOCAL_DIR", REPO / ".local")) / "ooda.env")
+CMDB = f"http://127.0.0.1:{os.environ.get('CMDB_PORT', '8001')}"
 MONITOR = f"http://127.0.0.1:{os.environ.get('MONITOR_PORT', '8003')}"
 DECISION = f"http://127.0.0.1:{os.environ.get('DECISION_PORT', '8005')}"
 
@@ -34,10 +36,21 @@ def step(text: str) -> None:
 
 
 def main() -> int:
-    app = "demo-shop"
+    app, team = "demo-shop", "demo"
+    # An agent pushes only for its own team's applications (the owner the CMDB records).
+    scopes = ["metrics:push", f"team:{team}"]
     token = issue_token(
-        ENV["OODA_AUTH_SECRET"], "demo-agent", ["metrics:push"], 600, audience="monitor"
+        ENV["OODA_AUTH_SECRET"], "demo-agent", scopes, 600, audience=["cmdb", "monitor"]
     )
+    step(f"PUT {CMDB}/v1/apps/{app} owned by team {team}")
+    declared = httpx.put(
+        f"{CMDB}/v1/apps/{app}",
+        json={"owner_team": team},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    print(declared.status_code)
+    declared.raise_for_status()
     end = datetime.now(UTC).replace(microsecond=0)
     body = {
         "window_start": (end - timedelta(seconds=5)).isoformat(),

@@ -109,7 +109,9 @@ def load_manifest(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _resolve_artifact(platform: Platform, spec: dict[str, Any], base: Path) -> dict[str, Any]:
+def _resolve_artifact(
+    platform: Platform, spec: dict[str, Any], base: Path, team: str
+) -> dict[str, Any]:
     spec = dict(spec)
     file = spec.pop("artifact_file", None)
     if file is None:
@@ -122,7 +124,8 @@ def _resolve_artifact(platform: Platform, spec: dict[str, Any], base: Path) -> d
     sha = hashlib.sha256(data).hexdigest()
     known = platform.get("pipeline", f"/v1/artifacts/{sha}", allow_404=True)
     if known is None:
-        platform.post("pipeline", "/v1/artifacts", params={"name": path.name}, content=data)
+        params = {"name": path.name, "team": team}  # the owner's quota
+        platform.post("pipeline", "/v1/artifacts", params=params, content=data)
         console.print(f"uploaded artifact {path.name} sha256:{sha[:12]}")
     spec["artifact"] = f"sha256:{sha}"
     return spec
@@ -163,7 +166,7 @@ def apply(
         for key in ("tier", "labels", "attributes"):
             if key in doc:
                 app_body[key] = doc[key]
-        spec = _resolve_artifact(platform, doc["spec"], manifest.parent)
+        spec = _resolve_artifact(platform, doc["spec"], manifest.parent, str(doc["owner_team"]))
         app_changes = (
             diff_specs({k: current_app.get(k) for k in app_body}, app_body)
             if current_app

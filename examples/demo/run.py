@@ -135,7 +135,7 @@ async def post_history(
     concurrency: int = 16,
 ) -> int:
     """Post the history windows to the monitor, oldest first, `concurrency` at a time."""
-    headers = platform.headers("demo-history-agent", "metrics:push")
+    headers = platform.headers("demo-history-agent", "metrics:push", f"team:{plan.team}")
     gate = asyncio.Semaphore(concurrency)
 
     async def one(window_start: float, window_end: float, mean: float) -> None:
@@ -362,7 +362,7 @@ async def demo(args: argparse.Namespace) -> int:
         say("Building the sample workload and uploading it to the pipeline")
         with tempfile.TemporaryDirectory() as tmp:
             sha = await upload_artifact(
-                client, platform, build_workload(Path(tmp) / "workload.pyz")
+                client, platform, build_workload(Path(tmp) / "workload.pyz"), plan.team
             )
         print(f"artifact sha256:{sha[:16]}...")
         say(f"Declaring {app} and its spec (the CMDB requests the deployment)")

@@ -17,6 +17,23 @@ from .conftest import Platform
 
 pytestmark = pytest.mark.integration
 
+TEAM = "agents"
+PUSH = ("metrics:push", f"team:{TEAM}")
+"""An agent's scopes: it pushes only for applications its team owns in the CMDB."""
+
+
+@pytest.fixture
+async def app_id(platform: Platform, http: httpx.AsyncClient) -> str:
+    """A new application, declared in the CMDB as owned by `TEAM`."""
+    app = unique("app")
+    declared = await http.put(
+        f"{platform.url('cmdb')}/v1/apps/{app}",
+        json={"owner_team": TEAM},
+        headers=platform.token("owner", f"team:{TEAM}"),
+    )
+    assert declared.status_code == 201, declared.text
+    return app
+
 
 def observation(minute: int, rate: float) -> dict[str, Any]:
     start = datetime(2026, 11, 30, 12, 0, tzinfo=UTC) + timedelta(minutes=minute)
@@ -65,7 +82,7 @@ async def test_an_observation_travels_from_monitor_to_decision_through_kafka(
     posted = await http.post(
         f"{platform.url('monitor')}/v1/apps/{app_id}/observations",
         json=observation(0, 120.0),
-        headers=platform.token("agent-7", "metrics:push"),
+        headers=platform.token("agent-7", *PUSH),
     )
     assert posted.status_code == 201, posted.text
     assert posted.json()["recorded_by"] == "agent-7"
@@ -78,7 +95,7 @@ async def test_posting_the_same_window_twice_publishes_one_event(
     platform: Platform, http: httpx.AsyncClient, app_id: str
 ) -> None:
     url = f"{platform.url('monitor')}/v1/apps/{app_id}/observations"
-    headers = platform.token("agent-7", "metrics:push")
+    headers = platform.token("agent-7", *PUSH)
     first = await http.post(url, json=observation(1, 50.0), headers=headers)
     again = await http.post(url, json=observation(1, 99.0), headers=headers)
     assert (first.status_code, again.status_code) == (201, 200)
@@ -95,7 +112,7 @@ async def test_writes_need_a_token_with_the_right_scope_and_valid_input(
     assert (await http.post(url, json=observation(0, 1.0))).status_code == 401
     wrong = await http.post(url, json=observation(0, 1.0), headers=platform.token("x", "team:a"))
     assert wrong.status_code == 403
-    pusher = platform.token("agent", "metrics:push")
+    pusher = platform.token("agent", *PUSH)
     negative = await http.post(url, json=observation(0, -5.0), headers=pusher)
     assert negative.status_code == 422 and "request_rate" in negative.text
     backwards = observation(0, 1.0) | {"window_end": "2026-11-30T11:00:00+00:00"}
@@ -122,7 +139,7 @@ async def test_a_garbage_message_is_dead_lettered_and_the_loop_goes_on(
     posted = await http.post(
         f"{platform.url('monitor')}/v1/apps/{app_id}/observations",
         json=observation(3, 7.0),
-        headers=platform.token("agent-7", "metrics:push"),
+        headers=platform.token("agent-7", *PUSH),
     )
     assert posted.status_code == 201
     await wait_for_load(http, platform, app_id, 1)
@@ -151,7 +168,7 @@ async def test_killing_the_consumer_loses_no_event_and_repeats_no_effect(
 ) -> None:
     decision = platform.services["decision"]
     url = f"{platform.url('monitor')}/v1/apps/{app_id}/observations"
-    headers = platform.token("agent-7", "metrics:push")
+    headers = platform.token("agent-7", *PUSH)
     for minute in range(3):
         assert (
             await http.post(url, json=observation(minute, minute), headers=headers)

@@ -269,7 +269,7 @@ async def test_every_panel_query_returns_data_from_a_real_prometheus(
     app, team = unique("dash"), unique("team")
     platform = ScenarioPlatform(surface.infra.auth_secret, **{n: surface.url(n) for n in SERVICES})
     async with httpx.AsyncClient(timeout=30) as client:
-        sha = await upload_artifact(client, platform, surface.workload)
+        sha = await upload_artifact(client, platform, surface.workload, team)
         plan = AppPlan(app, team=team, min_replicas=2, desired=2, max_replicas=3)
         await declare_app(client, platform, plan, sha)
         await limits(client, platform, app, team)

@@ -104,13 +104,16 @@ async def register_topology(
     return hosts
 
 
-async def upload_artifact(client: httpx.AsyncClient, platform: Platform, path: Path) -> str:
-    """Register an artifact with the pipeline; returns its sha256."""
+async def upload_artifact(
+    client: httpx.AsyncClient, platform: Platform, path: Path, team: str = "web"
+) -> str:
+    """Register an artifact with the pipeline as `team` (whose quota it counts against);
+    returns its sha256."""
     response = await client.post(
         f"{platform.pipeline}/v1/artifacts",
         params={"name": path.name},
         content=await asyncio.to_thread(path.read_bytes),
-        headers=platform.headers(),
+        headers=platform.headers("ooda-scenario", f"team:{team}"),
     )
     if response.status_code >= 400:
         raise RuntimeError(f"artifact upload: {response.status_code} {response.text[:500]}")
@@ -181,6 +184,7 @@ async def bring_up(
     """Register the topology, upload the workload, declare the app and wait for its instances."""
     async with httpx.AsyncClient(timeout=30.0) as client:
         await register_topology(client, platform, zones)
-        sha = await upload_artifact(client, platform, build_workload(workdir / "workload.pyz"))
+        workload = build_workload(workdir / "workload.pyz")
+        sha = await upload_artifact(client, platform, workload, plan.team)
         await declare_app(client, platform, plan, sha)
         return await wait_for_instances(client, platform, plan.app, plan.desired)

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ooda.consumer import BatchHandler, EventConsumer, Handler
 from ooda.db import Messaging, create_engine, database_answers, session_factory
 from ooda.events.contracts import APP_ID_PATTERN
+from ooda.limits import BodyLimit, RouteLimit
 from ooda.logging import setup_logging
 from ooda.migrations import current_revision, head_revision, wait_and_upgrade
 from ooda.outbox import Outbox, OutboxRelay, new_producer
@@ -183,8 +184,12 @@ def create_service_app(
     routers: Sequence[APIRouter] = (),
     subscriptions: Callable[[Runtime], Sequence[Subscription]] = lambda rt: (),
     on_start: Callable[[Runtime], Awaitable[None]] | None = None,
+    body_limits: Sequence[RouteLimit] = (),
 ) -> FastAPI:
-    """A FastAPI app for one service, with the runtime started and stopped by its lifespan."""
+    """A FastAPI app for one service, with the runtime started and stopped by its lifespan.
+
+    Every request body is limited while it streams in: `body_limits` for the routes they name,
+    `settings.max_body_bytes` for the others (413 past the limit)."""
     name = settings.service_name
 
     @asynccontextmanager
@@ -293,6 +298,9 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    app.add_middleware(
+        BodyLimit, service=name, default_bytes=settings.max_body_bytes, routes=body_limits
+    )
     Instrumentator(excluded_handlers=list(UNOBSERVED_PATHS)).instrument(app)
     HTTPXClientInstrumentor().instrument()
     return app

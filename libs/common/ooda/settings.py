@@ -69,6 +69,11 @@ class ServiceSettings(BaseSettings):
         description="prefix of every topic and consumer group (isolated test or staging runs)",
     )
     outbox_poll_seconds: float = Field(1.0, gt=0)
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="largest request body a route accepts unless it sets its own limit (413)",
+    )
     consumer_max_attempts: int = Field(4, ge=1)
 
     @field_validator("auth_secret")

@@ -29,6 +29,11 @@ class Settings(ServiceSettings):
             "further ahead is dead-lettered (raise it for a while after restoring an old backup)"
         ),
     )
+    import_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="largest body of POST /v1/import (413 past it, refused while it streams)",
+    )
     attribute_schemas: dict[str, AttributeSchema] = Field(
         default_factory=lambda: dict(DEFAULT_ATTRIBUTE_SCHEMAS),
         description=(

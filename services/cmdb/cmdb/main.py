@@ -10,6 +10,7 @@ from cmdb.capacity_metrics import start_refresh
 from cmdb.config import Settings
 from cmdb.consumer import subscriptions
 from cmdb.store import messaging
+from ooda.limits import RouteLimit
 from ooda.service import create_service_app, run_service
 from ooda.settings import ServiceSettings
 
@@ -18,6 +19,8 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     """The cmdb HTTP API with its consumers and outbox relay."""
+    if not isinstance(settings, Settings):
+        settings = Settings.model_validate(settings.model_dump())
     app = create_service_app(
         settings=settings,
         title="OODA CMDB",
@@ -30,6 +33,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         routers=[router],
         subscriptions=subscriptions,
         on_start=start_refresh,
+        body_limits=[RouteLimit("POST", "/v1/import", settings.import_max_bytes)],
     )
     errors.install(app)
     return app

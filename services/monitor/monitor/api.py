@@ -28,6 +28,7 @@ from monitor.handlers import (
     withdraw_targets,
 )
 from monitor.loops import Monitor
+from monitor.owners import authorize
 from monitor.rules import expand, rule_from_spec
 from monitor.schemas import (
     INSTANCE_ID_PATTERN,
@@ -62,6 +63,11 @@ def _runtime(request: Request) -> Runtime:
     return rt
 
 
+async def _for_owner(request: Request, actor: Actor, app: str, capability: str) -> None:
+    """403 unless `actor` holds `capability` as the owner team of `app` in the CMDB (or admin)."""
+    await authorize(request.app.state.owners, actor, app, capability)
+
+
 @router.post(
     "/apps/{app}/observations",
     response_model=ObservationOut,
@@ -76,6 +82,7 @@ async def post_observation(
     response: Response,
     actor: Annotated[Actor, Depends(requires("metrics:push"))],
 ) -> ObservationOut:
+    await _for_owner(request, actor, app, "metrics:push")
     rt = _runtime(request)
     async with rt.sessions() as session, session.begin():
         out = await record_observation(
@@ -283,6 +290,7 @@ async def push(
             raise HTTPException(422, f"more than {settings.series_limit} samples in one push")
     else:
         raise HTTPException(415, f"content-type {kind!r}: use text/plain or application/json")
+    await _for_owner(request, actor, parsed.app, "metrics:push")
     rt = _runtime(request)
     async with rt.sessions() as session, session.begin():
         return await store_push(session, parsed, actor.subject, datetime.now(UTC))
@@ -323,6 +331,7 @@ async def put_rules(
     request: Request,
     actor: Annotated[Actor, Depends(requires("alerts:write"))],
 ) -> RulesOut:
+    await _for_owner(request, actor, app, "alerts:write")
     specs = [spec for rule in body.rules for spec in expand(rule, app)]
     names = [spec["name"] for spec in specs]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -352,6 +361,7 @@ async def delete_rules(
     request: Request,
     actor: Annotated[Actor, Depends(requires("alerts:write"))],
 ) -> Response:
+    await _for_owner(request, actor, app, "alerts:write")
     rt = _runtime(request)
     async with rt.sessions() as session, session.begin():
         await replace_rules(session, app, [], actor.subject)

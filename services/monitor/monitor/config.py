@@ -26,6 +26,9 @@ class Settings(ServiceSettings):
         None, gt=0, description="SD refresh period; default every round (and on cmdb-changed)"
     )
     retention_every_seconds: float = Field(60.0, gt=0, description="downsampling job period")
+    owner_cache_seconds: float = Field(
+        5.0, ge=0, description="how long an application's owner team read from the CMDB is kept"
+    )
     cpu_request_cores: float = Field(1.0, gt=0, description="cores each instance is granted")
 
     @property

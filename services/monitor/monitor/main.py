@@ -10,16 +10,20 @@ from monitor.api import router
 from monitor.config import Settings
 from monitor.consumer import subscriptions_for
 from monitor.loops import Monitor
+from monitor.owners import HttpOwners, Owners
 from monitor.scraper import Scraper
 from monitor.sd import HttpServiceDiscovery, TargetSource
 from monitor.store import messaging
+from ooda.limits import RouteLimit
 from ooda.service import Runtime, close_at_shutdown, create_service_app, run_service
 from ooda.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_app(settings: ServiceSettings, source: TargetSource | None = None) -> FastAPI:
+def create_app(
+    settings: ServiceSettings, source: TargetSource | None = None, owners: Owners | None = None
+) -> FastAPI:
     """The monitor HTTP API with its discovery, scrape and retention loops, consumer and relay."""
     config = (
         settings
@@ -70,8 +74,13 @@ def create_app(settings: ServiceSettings, source: TargetSource | None = None) ->
         routers=[router],
         subscriptions=subscriptions_for(monitor),
         on_start=on_start,
+        body_limits=[RouteLimit("POST", "/v1/push", config.scrape_max_bytes)],
     )
     app.state.monitor = monitor
+    # Who may push or write alert rules for an application: its owner team in the CMDB.
+    app.state.owners = owners or HttpOwners(
+        config.cmdb_url, sd_client, ttl_s=config.owner_cache_seconds
+    )
     return app
 
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ooda.auth import ADMIN, Actor, current_actor
 from ooda.service import AppIdPath as AppId
 from ooda.service import Runtime
+from pipeline.artifact_handlers import (
+    CmdbUnreachable,
+    QuotaExceeded,
+    collect_unused_artifacts,
+    register_upload,
+)
 from pipeline.artifacts import ArtifactError, normalise_digest
 from pipeline.bootstrap import Components
 from pipeline.cmdb import UnknownApplication
@@ -43,25 +49,26 @@ from pipeline.handlers import (
     set_windows,
     unpin,
 )
+from pipeline.metrics import ARTIFACT_UPLOADS_REFUSED
 from pipeline.schemas import (
     ActionIn,
     ArtifactOut,
     ChangeIn,
     ChangeList,
     ChangeOut,
+    CollectedOut,
     FreezeIn,
     FreezeOut,
     InstanceOut,
     WindowsIn,
     WindowsOut,
 )
-from pipeline.store import artifacts, change_windows
+from pipeline.store import change_windows
 from pipeline.views import artifact_out, change_out, list_changes, list_instances
 
 router = APIRouter(prefix="/v1")
 
 ActorDep = Annotated[Actor, Depends(current_actor)]
-MAX_ARTIFACT_BYTES = 200 * 1024 * 1024
 
 
 def _rt(request: Request) -> Runtime:
@@ -322,12 +329,40 @@ async def get_instances(
         return await list_instances(session, app, include_stopped)
 
 
+TEAM_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+
+
+def uploading_team(actor: Actor, team: str | None) -> str:
+    """The team an upload counts against: the one named, else the actor's only team (422 when
+    it has none or several); the actor must act for it (`team:<team>`, `release` or `admin`)."""
+    if team is None:
+        teams = sorted(s.removeprefix("team:") for s in actor.scopes if s.startswith("team:"))
+        if not teams and not actor.has("release"):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"actor {actor.subject!r} needs a 'team:<team>' or 'release' scope to upload",
+            )
+        if len(teams) != 1:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "name the team whose quota the artifact counts against (?team=)",
+            )
+        team = teams[0]
+    if not (actor.has(f"team:{team}") or actor.has("release")):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"actor {actor.subject!r} needs scope 'team:{team}' or 'release' to upload for {team}",
+        )
+    return team
+
+
 @router.post(
     "/artifacts",
     response_model=ArtifactOut,
     status_code=status.HTTP_201_CREATED,
     tags=["artifacts"],
-    summary="Upload an artifact (the raw bytes as the body); its sha256 is checked if claimed",
+    summary="Upload an artifact for a team (the raw bytes as the body); its sha256 is checked if "
+    "claimed; at most PIPELINE_ARTIFACT_MAX_BYTES (413), within the team's quota (409)",
 )
 async def post_artifact(
     request: Request,
@@ -335,29 +370,79 @@ async def post_artifact(
     actor: ActorDep,
     name: Annotated[str, Query(min_length=1, max_length=200)] = "artifact.pyz",
     sha256: Annotated[str | None, Query()] = None,
+    team: Annotated[
+        str | None,
+        Query(
+            pattern=TEAM_PATTERN,
+            max_length=253,
+            description="whose quota it counts against; default the token's only team",
+        ),
+    ] = None,
 ) -> ArtifactOut:
     parts = _parts(request)
-    data = await request.body()
-    if not data:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the artifact is empty")
-    if len(data) > MAX_ARTIFACT_BYTES:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "the artifact is too large")
+    owner = uploading_team(actor, team)
     try:
-        sha, size, path = await asyncio.to_thread(parts.artifacts.save, data, sha256)
+        claimed = normalise_digest(sha256) if sha256 is not None else None
     except ArtifactError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
-    async with _rt(request).sessions() as session, session.begin():
-        inserted = await session.execute(
-            insert(artifacts)
-            .values(sha256=sha, name=name, size=size, path=str(path), uploaded_by=actor.subject)
-            .on_conflict_do_nothing(index_elements=["sha256"])
-            .returning(artifacts.c.sha256)
-        )
-        if inserted.scalar_one_or_none() is None:
-            response.status_code = status.HTTP_200_OK
-        found = await artifact_out(session, sha)
+    # The body goes to a staging file as it arrives (the body limit stops it past the maximum).
+    staged = await parts.artifacts.receive(request.stream())
+    try:
+        if staged.size == 0:
+            ARTIFACT_UPLOADS_REFUSED.labels("empty").inc()
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the artifact is empty")
+        if claimed is not None and claimed != staged.sha:
+            ARTIFACT_UPLOADS_REFUSED.labels("digest").inc()
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"content has sha256 {staged.sha}, not the claimed {sha256}",
+            )
+        async with _rt(request).sessions() as session, session.begin():
+            try:
+                created = await register_upload(
+                    session,
+                    parts.artifacts,
+                    staged,
+                    name=name,
+                    team=owner,
+                    actor=actor.subject,
+                    quota_bytes=parts.settings.artifact_quota_bytes,
+                )
+            except QuotaExceeded as error:
+                ARTIFACT_UPLOADS_REFUSED.labels("quota").inc()
+                raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+            found = await artifact_out(session, staged.sha)
+    finally:
+        await asyncio.to_thread(staged.path.unlink, True)  # placed (moved) or refused
+    if not created:
+        response.status_code = status.HTTP_200_OK
     assert found is not None
     return found
+
+
+@router.post(
+    "/artifacts/gc",
+    response_model=CollectedOut,
+    tags=["artifacts"],
+    summary="Collect now the artifacts no live change or current spec uses (admin); the "
+    "collector also runs every PIPELINE_ARTIFACT_GC_INTERVAL_SECONDS",
+)
+async def post_artifacts_gc(request: Request, actor: ActorDep) -> CollectedOut:
+    _require_admin(actor)
+    parts = _parts(request)
+    try:
+        out = await collect_unused_artifacts(
+            _rt(request).sessions,
+            parts.artifacts,
+            parts.cmdb,
+            timedelta(seconds=parts.settings.artifact_gc_grace_seconds),
+            utcnow(),
+        )
+    except CmdbUnreachable as error:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"nothing collected: {error}"
+        ) from None
+    return CollectedOut(collected=out.collected, bytes=out.bytes, stray_files=out.orphans)
 
 
 @router.get(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from pipeline.metrics import ARTIFACT_DISTRIBUTION_SECONDS
 
@@ -27,6 +30,19 @@ class Distributed:
     path: Path
     seconds: float
     copied: bool
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An upload written to a temporary file in the store, not yet placed under its digest."""
+
+    path: Path
+    sha: str
+    size: int
+
+
+STAGING_PREFIX = "upload-"
+_FLUSH_BYTES = 1 << 20
 
 
 def sha256_of(path: Path) -> str:
@@ -71,6 +87,76 @@ class ArtifactStore:
             os.replace(tmp.name, path)
         return sha, len(data), path
 
+    def _staging_file(self) -> BinaryIO:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Closed (or removed) by `receive`: it outlives this call.
+        staging = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            dir=self.root, prefix=STAGING_PREFIX, delete=False
+        )
+        return cast(BinaryIO, staging)
+
+    async def receive(self, chunks: AsyncIterator[bytes]) -> Staged:
+        """Write a streamed upload to a staging file as it arrives, hashing it on the way; the
+        file is removed if the stream fails (e.g. refused past the body limit)."""
+        file = await asyncio.to_thread(self._staging_file)
+        digest = hashlib.sha256()
+        size = 0
+        pending = bytearray()
+
+        def flush(data: bytes) -> None:
+            digest.update(data)
+            file.write(data)
+
+        try:
+            async for chunk in chunks:
+                pending += chunk
+                size += len(chunk)
+                if len(pending) >= _FLUSH_BYTES:
+                    await asyncio.to_thread(flush, bytes(pending))
+                    pending.clear()
+            await asyncio.to_thread(flush, bytes(pending))
+            await asyncio.to_thread(file.close)
+        except BaseException:
+            _discard(file)
+            raise
+        return Staged(Path(file.name), digest.hexdigest(), size)
+
+    def place(self, staged: Staged) -> Path:
+        """Move a staged upload under its digest (kept as it is if the store has it already)."""
+        path = self.path(staged.sha)
+        if path.exists():
+            staged.path.unlink(missing_ok=True)
+        else:
+            os.replace(staged.path, path)
+        return path
+
+    def remove(self, sha: str) -> None:
+        """Delete the artifact `sha` from the store and from every host's cache."""
+        sha = normalise_digest(sha)
+        self.path(sha).unlink(missing_ok=True)
+        self._verified.pop(self.path(sha), None)
+        if self.hosts.is_dir():
+            for cached in self.hosts.glob(f"*/artifacts/{sha}.pyz"):
+                cached.unlink(missing_ok=True)
+                self._verified.pop(cached, None)
+
+    def stored(self) -> list[tuple[str | None, Path, float]]:
+        """Every file of the store: its digest (None for a staging or foreign file), path and
+        modification time (seconds since the epoch)."""
+        if not self.root.is_dir():
+            return []
+        found: list[tuple[str | None, Path, float]] = []
+        for path in self.root.iterdir():
+            try:
+                if not path.is_file():
+                    continue
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            digest = path.name.removesuffix(".pyz")
+            found.append((digest if SHA256.match(digest) else None, path, mtime))
+        return found
+
     def verify(self, path: Path, sha: str) -> None:
         """Raise ArtifactError unless the file at `path` has digest `sha` (cached by size+mtime)."""
         if not path.exists():
@@ -107,6 +193,11 @@ class ArtifactStore:
         seconds = time.perf_counter() - began
         ARTIFACT_DISTRIBUTION_SECONDS.labels(copied=str(copied).lower()).observe(seconds)
         return Distributed(cached, seconds, copied)
+
+
+def _discard(file: BinaryIO) -> None:
+    file.close()
+    Path(file.name).unlink(missing_ok=True)
 
 
 def _safe(name: str) -> str:

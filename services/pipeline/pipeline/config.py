@@ -35,6 +35,23 @@ class Settings(ServiceSettings):
     default_batch_percent: int = Field(
         34, ge=1, le=100, description="batch size of changes that name none (change-requested)"
     )
+    artifact_max_bytes: int = Field(
+        200 * 1024 * 1024, gt=0, description="largest artifact upload (413 past it)"
+    )
+    artifact_quota_bytes: int = Field(
+        2 * 1024 * 1024 * 1024,
+        gt=0,
+        description="bytes of stored artifacts each team may hold (409 past it)",
+    )
+    artifact_gc_grace_seconds: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="how old an unused artifact (and how long ago a change using it ended) must "
+        "be before the collector deletes it",
+    )
+    artifact_gc_interval_seconds: float = Field(
+        3600.0, gt=0, description="how often unused artifacts are collected"
+    )
     python: str = Field(
         "python3",
         description="interpreter that runs artifacts (local driver), found on the workloads' PATH "

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from ooda.limits import RouteLimit
 from ooda.service import Runtime, create_service_app, run_service
 from ooda.settings import ServiceSettings
 from pipeline.api import router
+from pipeline.artifact_handlers import collect_periodically
 from pipeline.bootstrap import build
 from pipeline.cmdb import Cmdb
 from pipeline.config import Settings
 from pipeline.consumer import subscriptions_for
 from pipeline.driver import Driver
-from pipeline.executor import Executor
+from pipeline.executor import Executor, utcnow
 from pipeline.gates import MetricGate
 from pipeline.store import messaging
 
@@ -49,6 +52,18 @@ def create_app(
             liveness_grace_s=settings.liveness_grace_seconds,
         )
         rt.tasks.append(asyncio.create_task(parts.executor.run()))
+        rt.tasks.append(
+            asyncio.create_task(
+                collect_periodically(
+                    rt.sessions,
+                    parts.artifacts,
+                    parts.cmdb,
+                    timedelta(seconds=settings.artifact_gc_grace_seconds),
+                    settings.artifact_gc_interval_seconds,
+                    utcnow,
+                )
+            )
+        )
 
     app = create_service_app(
         settings=settings,
@@ -62,6 +77,7 @@ def create_app(
         routers=[router],
         subscriptions=subscriptions_for(settings.default_batch_percent, parts.wake),
         on_start=on_start,
+        body_limits=[RouteLimit("POST", "/v1/artifacts", settings.artifact_max_bytes)],
     )
     app.state.pipeline = parts
     return app

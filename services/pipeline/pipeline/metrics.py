@@ -1,6 +1,6 @@
 """Prometheus metrics of the pipeline service."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ARTIFACT_DISTRIBUTION_SECONDS = Histogram(
     "pipeline_artifact_distribution_seconds",
@@ -18,3 +18,25 @@ CHANGES_FINISHED = Counter(
 )
 INSTANCES_STARTED = Counter("pipeline_instances_started_total", "Instances started by a driver.")
 INSTANCES_STOPPED = Counter("pipeline_instances_stopped_total", "Instances stopped by a driver.")
+ARTIFACT_BYTES = Gauge(
+    "pipeline_artifact_bytes",
+    "Bytes of stored artifacts counted against each team's quota.",
+    ["team"],
+)
+ARTIFACT_UPLOADS_REFUSED = Counter(
+    "pipeline_artifact_uploads_refused_total",
+    "Artifact uploads refused, by reason (quota, digest, empty).",
+    ["reason"],
+)
+ARTIFACTS_COLLECTED = Counter(
+    "pipeline_artifacts_collected_total",
+    "Artifacts deleted because no live change or current spec used them past the grace period.",
+)
+ARTIFACT_BYTES_COLLECTED = Counter(
+    "pipeline_artifact_bytes_collected_total", "Bytes freed by the artifact collector."
+)
+ARTIFACT_GC_RUNS = Counter(
+    "pipeline_artifact_gc_runs_total",
+    "Artifact collector rounds, by outcome (done, skipped: the CMDB could not be asked).",
+    ["outcome"],
+)

@@ -173,3 +173,12 @@ class ArtifactOut(BaseModel):
     size: int
     uploaded_by: str
     created_at: datetime
+    team: str | None = Field(None, description="the team whose quota it counts against")
+
+
+class CollectedOut(BaseModel):
+    """What one round of the artifact collector deleted."""
+
+    collected: list[str] = Field(description="digests of the artifacts deleted")
+    bytes: int = Field(description="their total size")
+    stray_files: int = Field(description="files of the store no artifact record named")

@@ -106,4 +106,11 @@ artifacts = Table(
     Column("path", Text, nullable=False),
     Column("uploaded_by", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column(
+        "team",
+        String(253),
+        nullable=True,
+        index=True,
+        comment="the team whose quota the artifact counts against (none before quotas)",
+    ),
 )

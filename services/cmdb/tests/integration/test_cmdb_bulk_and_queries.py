@@ -461,3 +461,32 @@ async def test_an_import_too_large_for_one_event_is_announced_in_numbered_parts(
     assert sorted((p["part"], p["parts"]) for p in parts) == [(1, 2), (2, 2)]
     assert all(len(r.value) < 1_000_000 for r in rows)
     assert sum(len(p["items"]) for p in parts) == 4000 + 3
+
+
+async def test_an_import_larger_than_the_limit_is_refused_while_it_streams(infra: Infra) -> None:
+    limit = 256 * 1024
+    sent = 0
+    line = (json.dumps(host_row(unique("h"), "z", "p")) + "\n").encode()
+
+    async def endless() -> AsyncIterator[bytes]:  # chunked: no Content-Length
+        nonlocal sent
+        while sent < 64 * 1024 * 1024:
+            chunk = line * 1000
+            sent += len(chunk)
+            yield chunk
+
+    async with running_service(
+        infra, "cmdb", Settings, create_app, MIGRATIONS, import_max_bytes=limit
+    ) as svc:
+        refused = await svc.client.post("/v1/import", content=endless(), headers=admin(svc))
+        assert sent < 2 * limit, sent  # reading stopped at the limit, not after 64 MiB
+        assert refused.status_code == 413, refused.text
+        assert f"{limit} bytes" in refused.json()["detail"]
+        # Other write routes keep the service's default limit (1 MiB unless set).
+        big = {"owner_team": "t", "labels": {"x": "y" * (2 * 1024 * 1024)}}
+        too_big = await svc.client.put(f"/v1/apps/{unique('a')}", json=big, headers=admin(svc))
+        assert too_big.status_code == 413, too_big.text
+        small = await import_rows(
+            svc, [host_row(unique("h"), "z", "p")], admin(svc), dry_run="true"
+        )
+        assert small.status_code != 413 and small.json()["rows"] == 1, small.text

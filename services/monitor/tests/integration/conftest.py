@@ -1,7 +1,7 @@
 """Real HTTP targets, a fake CMDB service-discovery endpoint, and the monitor on real infra.
 
 One stdlib HTTP server (threads, a free port) plays every instance at `/<instance>/metrics` and
-the CMDB at `/v1/sd/prometheus`. Each instance serves the workload's metric names with counters
+the CMDB at `/v1/sd/prometheus` and `/v1/apps/<app>` (the owners in `Fleet.owners`). Each instance serves the workload's metric names with counters
 that advance with real time at a chosen request rate and latency/status pattern, so the test
 knows exactly what the instances' own counters say.
 """
@@ -112,12 +112,20 @@ class Fleet:
     def __init__(self) -> None:
         self.instances: dict[str, FakeInstance] = {}
         self.listed: set[str] = set()
+        self.owners: dict[str, str] = {}
         fleet = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/v1/sd/prometheus":
                     body, kind = json.dumps(fleet.sd()).encode(), "application/json"
+                elif self.path.startswith("/v1/apps/"):
+                    app = self.path.removeprefix("/v1/apps/")
+                    if app not in fleet.owners:
+                        self.send_error(404)
+                        return
+                    item = {"id": app, "owner_team": fleet.owners[app]}
+                    body, kind = json.dumps(item).encode(), "application/json"
                 else:
                     name = self.path.strip("/").removesuffix("/metrics")
                     instance = fleet.instances.get(name)

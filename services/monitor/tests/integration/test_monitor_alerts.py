@@ -26,7 +26,8 @@ async def test_an_error_rate_alert_fires_once_and_resolves_when_errors_stop(
 ) -> None:
     app = unique("alerting")
     instance = fleet.spawn(app, "al-a", rate=100.0, statuses=["200", "500"])
-    writer = env.auth("sre", "alerts:write")
+    fleet.owners[app] = "sre"
+    writer = env.auth("sre", "alerts:write", "team:sre")
     rules = {
         "rules": [
             {

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from monitor.store import pushed_samples
 from ooda.events import Event, MetricObserved
-from ooda.testing import free_port, unique
+from ooda.testing import unique
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +28,14 @@ def counters(value: float) -> str:
     )
 
 
-async def test_pushed_samples_are_validated_stored_whole_and_aggregated(env, run_monitor) -> None:
+async def test_pushed_samples_are_validated_stored_whole_and_aggregated(
+    env, fleet, run_monitor
+) -> None:
     app = unique("batch")
-    pusher = env.auth("agent", "metrics:push")
-    # No CMDB answers here: the monitor only sees what is pushed.
-    settings = env.settings(cmdb_url=f"http://127.0.0.1:{free_port()}")
+    fleet.owners[app] = "batch"
+    pusher = env.auth("agent", "metrics:push", "team:batch")
+    # The CMDB lists no instance here (it only names the owner): the monitor sees what is pushed.
+    settings = env.settings(cmdb_url=fleet.url)
     async with run_monitor(settings) as running:
         client = running.client
         good = {

@@ -208,11 +208,16 @@ async def pipeline(
         kill_instances(data_dir)
 
 
-async def upload(client: httpx.AsyncClient, headers: dict[str, str], data: bytes, name: str) -> str:
-    """Upload an artifact; its sha256."""
-    response = await client.post(
-        "/v1/artifacts", params={"name": name}, content=data, headers=headers
-    )
+async def upload(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    data: bytes,
+    name: str,
+    team: str | None = None,
+) -> str:
+    """Upload an artifact (for `team`, else the token's only team); its sha256."""
+    params = {"name": name} | ({"team": team} if team else {})
+    response = await client.post("/v1/artifacts", params=params, content=data, headers=headers)
     assert response.status_code in (200, 201), response.text
     return str(response.json()["sha256"])
 

@@ -123,8 +123,10 @@ async def test_an_automatic_rollback_killed_mid_batch_resumes_and_finishes_once(
         await service.wait_ready()
         async with httpx.AsyncClient(base_url=service.url, trust_env=False) as client:
             # v1 warms up for 1 s, so each batch of the rollback takes that long to be ready.
-            slow = await kit.upload(client, headers, kit.artifacts.slow, "shop-slow.pyz")
-            bad = await kit.upload(client, headers, kit.artifacts.bad, "shop-bad.pyz")
+            slow = await kit.upload(
+                client, headers, kit.artifacts.slow, "shop-slow.pyz", "shop-team"
+            )
+            bad = await kit.upload(client, headers, kit.artifacts.bad, "shop-bad.pyz", "shop-team")
             v1 = await kit.wait_for_change(
                 client, await deploy(client, "v1", slow, {"size": 6}), kit.finished
             )
