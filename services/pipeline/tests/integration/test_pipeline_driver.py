@@ -47,6 +47,11 @@ def test_the_local_driver_starts_once_per_id_adopts_after_restart_and_stops(
         again = driver.start(spec)
         assert again.pid == started.pid and again.port == started.port
         assert driver.alive("shop-1")
+        # A restarted pipeline knows the instance by its process's environment, which the child
+        # has once it exec'd (on a loaded machine, some time after start returns).
+        deadline = time.monotonic() + 10
+        while not runs_instance(started.pid, "shop-1") and time.monotonic() < deadline:
+            time.sleep(0.01)
         restarted = LocalDriver(tmp_path, sys.executable, stop_timeout_s=3)
         assert [r.id for r in restarted.running()] == ["shop-1"]
         restarted.stop("shop-1")
