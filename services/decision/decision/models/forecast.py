@@ -4,8 +4,9 @@ The online `SeasonalForecaster` is cheap per step (O(horizon)) and refits only p
 
 - a robust daily profile (median over up to 7 day-blocks of the deviation from each block's mean,
   smoothed and shrunk toward zero when the days disagree), plus a weekly profile once two weeks
-  of history exist; with less than two days of history the profile is zero, so the forecast falls
-  back to the recent level and trend;
+  of history exist, each kept only while the load's autocorrelation one period apart (with its
+  slower wander removed) shows that cycle; with less than two days of history, or no cycle, the
+  profile is zero, so the forecast falls back to the recent level and trend;
 - recurring spikes (cron jobs, batch starts): short peaks seen at the same minute on most of the
   last days are added to the profile, which a median would otherwise erase;
 - a small bank of damped-Holt filters (fast to slow) on the deseasonalised load, updated every

@@ -5,8 +5,9 @@ was known at the start of that step (the previous step's load and the replica st
 objects run live and in the offline simulator. Each has one aggressiveness knob for the sweep:
 
 - `hpa`: the Kubernetes HorizontalPodAutoscaler with its defaults; knob: target utilisation;
-- `predictive`: sizes for a forecast quantile at the provisioning horizon with a reactive floor,
-  a drop guard, hysteresis and scale-down stabilisation; knob: `Headroom` (quantile and margin);
+- `predictive`: the larger of a forecast and a reactive answer, each at a headroom it learns
+  online from its own misses (no offline tuning), with burst fallback, an outage guard and
+  scale-in after the provisioning delay; knob: the share of saturated steps it aims at;
 - `seasonal-naive`: sizes for the load one day earlier over the horizon; knob: target utilisation;
 - `static-peak`: the highest load seen so far, never scaling in; knob: target utilisation;
 - `oracle`: clairvoyant `ceil(L_t / (C * U*))`, the yardstick of the O metric (simulator only).
@@ -348,7 +349,8 @@ class PredictivePolicy(Policy):
         feedback_gain: float = 0.005,
         downscale_window_s: float | None = None,
         min_downscale_window_s: float = 300.0,
-        hysteresis: float = 0.05,
+        hysteresis: float = 0.1,
+        up_buffer: float = 0.05,
         fallback_s: float = 3600.0,
         outage_ratio: float = 0.25,
         hold_s: float = 2 * 3600.0,
@@ -369,6 +371,7 @@ class PredictivePolicy(Policy):
         self.window_s = downscale_window_s
         self.min_window_s = min_downscale_window_s
         self.hysteresis = hysteresis
+        self.up_buffer = up_buffer
         self.fallback_s = fallback_s
         self.outage_ratio = outage_ratio
         self.hold_s = hold_s
@@ -568,7 +571,8 @@ class PredictivePolicy(Policy):
         else:
             driver = "reactive"
         if target > current:
-            new = target
+            # A little over the target, so that the next small rise does not scale out again.
+            new = self._clamp(math.ceil(target * (1 + self.up_buffer) - _EPS))
             reason = f"scale-up: {driver} ({steps} steps ahead)"
         else:
             # Scale in to the highest target of the window, and only when that frees more than
