@@ -387,17 +387,18 @@ class SeasonalForecaster:
         hist = self._hist[max(0, self._n - self.history_days * self.day) : self._n]
         first = (self._origin_abs + self._n - hist.size) % self.day
         smooth = max(1, round(900.0 / self.step_s))
-        # No cycle is assumed where the history shows none: the daily profile (and its spikes)
-        # is kept only while the load correlates with itself one day apart.
+        # No cycle is assumed where the history shows none: the daily profile is kept only while
+        # the load correlates with itself one day apart. Recurring spikes are too short to move
+        # that correlation and carry their own test (the same minute on most days).
         self.daily_acf = season_autocorrelation(hist, self.day)
         if self.daily_acf >= self.min_acf:
             self._daily, self.daily_strength = robust_profile(hist, first, self.day, smooth | 1)
-            if self.spikes and self.day >= 48:  # needs steps short enough for a spike to be sharp
-                width = max(1, round(120.0 / self.step_s))
-                local = max(3, round(900.0 / self.step_s))
-                self._daily = self._daily + recurring_excess(hist, first, self.day, width, local)
         else:
             self._daily, self.daily_strength = np.zeros(self.day), 0.0
+        if self.spikes and self.day >= 48:  # needs steps short enough for a spike to be sharp
+            width = max(1, round(120.0 / self.step_s))
+            local = max(3, round(900.0 / self.step_s))
+            self._daily = self._daily + recurring_excess(hist, first, self.day, width, local)
         self._weekly, self.weekly_strength = None, 0.0
         if self._n >= 2 * self.week:
             span = min(self.history_weeks, self._n // self.week) * self.week

@@ -82,6 +82,8 @@ def test_on_a_random_walk_predictive_stays_within_a_few_percent_of_hpa() -> None
     assert mine.replica_hours <= 1.05 * hpa.replica_hours
     assert mine.saturation <= 3 * U_BUDGET
     assert learnt_acf(policy) < 0.3  # no seasonality assumed where there is none
+    assert isinstance(policy.forecaster, SeasonalForecaster)
+    assert policy.forecaster.daily_strength == 0.0
 
 
 def test_after_a_level_shift_capacity_catches_up_within_the_delay() -> None:
