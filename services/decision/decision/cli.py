@@ -2,11 +2,14 @@
 
     python -m decision.cli replay --trace FILE --policy NAME --delay MIN [--replicas-at-peak 100]
     python -m decision.cli evaluate --traces DIR --out DIR [--full] [--delays 1,2,5,10]
+    python -m decision.cli synth --out DIR
 
 `replay` runs the chosen policy, the hpa baseline and the oracle walk-forward over the same trace
 and prints U, O, unserved %, slack %, actions per hour and forecast error side by side. `evaluate`
 sweeps every policy's knob on every trace and delay and writes `report.md`, `chosen.csv`,
-`sweep.csv` and `pareto.png` into the output folder.
+`sweep.csv` and `pareto.png` into the output folder. `synth` writes the robustness scenarios
+(flash crowd, daily and weekly cycles, level shift, random walk, outage then recovery) as trace
+CSVs under `DIR/synthetic/`, to evaluate them like the real traces.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from decision.models.evaluate import (
 from decision.models.forecast import SeasonalForecaster
 from decision.models.policies import (
     POLICIES,
-    Headroom,
     Policy,
     PredictivePolicy,
     horizon_steps,
     make_policy,
 )
 from decision.models.simulate import Metrics, measure, simulate
+from decision.models.synthetic import write_all
 from decision.models.trace import find_traces, load_trace
 
 _COLUMNS = (
@@ -54,11 +57,7 @@ def _policy(args: argparse.Namespace, name: str, step_s: float) -> Policy:
     """Build a policy for replay from the command-line knobs."""
     if name == "predictive":
         horizon = horizon_steps(60.0 * args.delay, step_s)
-        return make_policy(
-            name,
-            Headroom(args.quantile, args.margin),
-            forecaster=SeasonalForecaster(step_s, horizon),
-        )
+        return make_policy(name, args.budget, forecaster=SeasonalForecaster(step_s, horizon))
     if name == "oracle":
         return make_policy(name)
     target = args.hpa_target if name == "hpa" else args.target
@@ -88,7 +87,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         policy = _policy(args, name, trace.step_s)
         run = simulate(trace, policy, args.delay, replicas_at_peak=args.replicas_at_peak)
         if isinstance(policy, PredictivePolicy):
-            label = f"{name} (q={policy.quantile:g}, m={policy.margin:g})"
+            label = f"{name} (budget={policy.budget:g})"
         else:
             label = name if name == "oracle" else f"{name} (u={policy.knob:g})"
         rows.append((label, measure(run, args.part)))
@@ -140,6 +139,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write the synthetic robustness scenarios as trace CSVs."""
+    for path in write_all(args.out):
+        print(path)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """Argument parser for `replay` and `evaluate`."""
     top = argparse.ArgumentParser(prog="python -m decision.cli", description=__doc__.split("\n")[0])
@@ -156,8 +162,12 @@ def parser() -> argparse.ArgumentParser:
         default="validation",
         help="which part of the trace to measure (default: validation, the last 30%%)",
     )
-    replay.add_argument("--quantile", type=float, default=0.9, help="predictive: forecast quantile")
-    replay.add_argument("--margin", type=float, default=0.1, help="predictive: extra margin")
+    replay.add_argument(
+        "--budget",
+        type=float,
+        default=0.001,
+        help="predictive: share of saturated steps it aims at",
+    )
     replay.add_argument("--target", type=float, default=0.7, help="utilisation target of others")
     replay.add_argument("--hpa-target", type=float, default=0.7, help="hpa target utilisation")
     replay.set_defaults(func=cmd_replay)
@@ -171,6 +181,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--policies", default="", help="comma-separated subset of policies")
     ev.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     ev.set_defaults(func=cmd_evaluate)
+
+    synth = sub.add_parser("synth", help="write the synthetic robustness scenarios as CSVs")
+    synth.add_argument("--out", required=True, type=Path, help="folder (CSVs go to synthetic/)")
+    synth.set_defaults(func=cmd_synth)
     return top
 
 

@@ -110,15 +110,16 @@ class AppModel:
         return decision, estimate.per_instance
 
 
-DROP_GUARD_WINDOWS = 12.0  # predictive: the drop guard holds for this many scale-in windows
+DROP_GUARD_WINDOWS = 12.0  # predictive: the outage guard holds for this many scale-in windows
 
 
 def policy_options(policy: str, hints: SpecHints) -> dict[str, Any]:
     """Policy options from the spec's scaling hints.
 
     - `scale_in_window_s`: how long a lower load must last before a scale-in. The predictive
-      policy's collapse detection and drop-guard hold scale with it (900 s and 3 h by default),
-      so one declared time constant sets the pace of all of its scale-in.
+      policy's outage-guard hold scales with it (by default the window is the provisioning delay,
+      at least 300 s, and the hold 2 h), so one declared time constant sets the pace of all of
+      its scale-in.
     - `season_s`: how long the load's daily cycle lasts (a day unless the load is replayed faster
       or synthetic): the seasonal forecasts and the day-ago policy follow that cycle.
     """
@@ -126,11 +127,7 @@ def policy_options(policy: str, hints: SpecHints) -> dict[str, Any]:
     window_s = hints.scale_in_window_s
     if policy == "predictive":
         if window_s is not None:
-            options |= {
-                "downscale_window_s": window_s,
-                "collapse_window_s": window_s,
-                "hold_s": DROP_GUARD_WINDOWS * window_s,
-            }
+            options |= {"downscale_window_s": window_s, "hold_s": DROP_GUARD_WINDOWS * window_s}
         if hints.season_s is not None:
             options["season_s"] = hints.season_s
     elif policy == "hpa" and window_s is not None:
@@ -158,8 +155,8 @@ class Engine:
 
         def build() -> Policy:
             low, high = hints.min_replicas, hints.max_replicas
-            # Policies tuned by a target utilisation take the spec's; `predictive` keeps its
-            # headroom (forecast quantile and margin) and sizes for capacity at 100%.
+            # Policies tuned by a target utilisation take the spec's; `predictive` learns its
+            # headroom from the application's own history and sizes for capacity at 100%.
             knob = hints.target_utilisation if name in UTILISATION_POLICIES else None
             options = policy_options(name, hints)
             try:

@@ -14,7 +14,6 @@ from decision.models.forecast import (
 from decision.models.policies import (
     POLICIES,
     Decision,
-    Headroom,
     HpaPolicy,
     Observation,
     OraclePolicy,
@@ -34,7 +33,6 @@ __all__ = [
     "Decision",
     "ForecastTape",
     "Forecaster",
-    "Headroom",
     "HpaPolicy",
     "Metrics",
     "Observation",

@@ -4,8 +4,9 @@ The online `SeasonalForecaster` is cheap per step (O(horizon)) and refits only p
 
 - a robust daily profile (median over up to 7 day-blocks of the deviation from each block's mean,
   smoothed and shrunk toward zero when the days disagree), plus a weekly profile once two weeks
-  of history exist; with less than two days of history the profile is zero, so the forecast falls
-  back to the recent level and trend;
+  of history exist, each kept only while the load's autocorrelation one period apart (with its
+  slower wander removed) shows that cycle; with less than two days of history, or no cycle, the
+  profile is zero, so the forecast falls back to the recent level and trend;
 - recurring spikes (cron jobs, batch starts): short peaks seen at the same minute on most of the
   last days are added to the profile, which a median would otherwise erase;
 - a small bank of damped-Holt filters (fast to slow) on the deseasonalised load, updated every
@@ -122,6 +123,34 @@ def _rolling_mean(rows: FloatArray, half: int) -> FloatArray:
         return total / count
 
 
+def season_autocorrelation(values: FloatArray, period: int) -> float:
+    """Autocorrelation at lag `period` of the load with its slower-than-a-period wander removed.
+
+    The load minus its centred moving average over one period keeps the shape within a period
+    (a daily cycle) and drops level changes and random-walk wander, which would otherwise make
+    any lag look correlated. A real cycle of that period scores near 1, none near 0; NaN (no
+    verdict) with less than two periods of data.
+    """
+    if period < 2 or values.size < 2 * period:
+        return math.nan
+    half = period // 2
+    detrended = values - _rolling_mean(values[None, :], half)[0]
+    finite = detrended[np.isfinite(detrended)]
+    if finite.size < period:
+        return math.nan
+    # Clipped at its 1% tails, so a flash crowd or an outage does not decide on its own whether
+    # the rest of the series repeats daily.
+    low, high = np.quantile(finite, [0.01, 0.99])
+    detrended = np.clip(detrended, low, high)
+    a, b = detrended[:-period], detrended[period:]
+    ok = np.isfinite(a) & np.isfinite(b)
+    if np.count_nonzero(ok) < period:
+        return math.nan
+    a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
+    denom = math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b)))
+    return float(np.dot(a, b)) / denom if denom > 0 else 0.0
+
+
 def recurring_excess(
     values: FloatArray, first_phase: int, period: int, width: int, local: int
 ) -> FloatArray:
@@ -179,6 +208,7 @@ class SeasonalForecaster:
         prior_weight: float = 30.0,
         spikes: bool = True,
         mature_days: float = 3.0,
+        min_autocorrelation: float = 0.3,
         peak_cap: float = 1.5,
         volatility_memory_s: float = 3600.0,
         volatility_floor: float = 0.5,
@@ -202,6 +232,9 @@ class SeasonalForecaster:
         self.spikes = spikes
         self.mature_steps = max(1.0, mature_days * DAY_S / step_s)
         self.peak_cap = peak_cap
+        self.min_acf = min_autocorrelation
+        self.daily_acf = math.nan  # autocorrelation at one day, as of the last refit
+        self.weekly_acf = math.nan
         self._peak = 0.0  # highest load seen
         self.vol_rate = min(1.0, step_s / volatility_memory_s) if volatility_memory_s > 0 else 0.0
         self.vol_floor = volatility_floor
@@ -354,19 +387,31 @@ class SeasonalForecaster:
         hist = self._hist[max(0, self._n - self.history_days * self.day) : self._n]
         first = (self._origin_abs + self._n - hist.size) % self.day
         smooth = max(1, round(900.0 / self.step_s))
-        self._daily, self.daily_strength = robust_profile(hist, first, self.day, smooth | 1)
+        # No cycle is assumed where the history shows none: the daily profile is kept only while
+        # the load correlates with itself one day apart. Recurring spikes are too short to move
+        # that correlation and carry their own test (the same minute on most days).
+        self.daily_acf = season_autocorrelation(hist, self.day)
+        if self.daily_acf >= self.min_acf:
+            self._daily, self.daily_strength = robust_profile(hist, first, self.day, smooth | 1)
+        else:
+            self._daily, self.daily_strength = np.zeros(self.day), 0.0
         if self.spikes and self.day >= 48:  # needs steps short enough for a spike to be sharp
             width = max(1, round(120.0 / self.step_s))
             local = max(3, round(900.0 / self.step_s))
             self._daily = self._daily + recurring_excess(hist, first, self.day, width, local)
+        self._weekly, self.weekly_strength = None, 0.0
         if self._n >= 2 * self.week:
             span = min(self.history_weeks, self._n // self.week) * self.week
             idx = np.arange(self._n - span, self._n)
             rest = self._hist[idx] - self._daily[(idx + self._origin_abs) % self.day]
-            first_w = (self._origin_abs + self._n - span) % self.week
-            smooth_w = max(1, round(3600.0 / self.step_s))
-            weekly, self.weekly_strength = robust_profile(rest, first_w, self.week, smooth_w | 1)
-            self._weekly = weekly if self.weekly_strength > 0 else None
+            self.weekly_acf = season_autocorrelation(rest, self.week)
+            if self.weekly_acf >= self.min_acf:
+                first_w = (self._origin_abs + self._n - span) % self.week
+                smooth_w = max(1, round(3600.0 / self.step_s))
+                weekly, self.weekly_strength = robust_profile(
+                    rest, first_w, self.week, smooth_w | 1
+                )
+                self._weekly = weekly if self.weekly_strength > 0 else None
         if self._valid:
             self._level += before - float(self._seasonal_at(i))
 

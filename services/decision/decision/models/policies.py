@@ -5,8 +5,9 @@ was known at the start of that step (the previous step's load and the replica st
 objects run live and in the offline simulator. Each has one aggressiveness knob for the sweep:
 
 - `hpa`: the Kubernetes HorizontalPodAutoscaler with its defaults; knob: target utilisation;
-- `predictive`: sizes for a forecast quantile at the provisioning horizon with a reactive floor,
-  a drop guard, hysteresis and scale-down stabilisation; knob: `Headroom` (quantile and margin);
+- `predictive`: the larger of a forecast and a reactive answer, each at a headroom it learns
+  online from its own misses (no offline tuning), with burst fallback, an outage guard and
+  scale-in after the provisioning delay; knob: the share of saturated steps it aims at;
 - `seasonal-naive`: sizes for the load one day earlier over the horizon; knob: target utilisation;
 - `static-peak`: the highest load seen so far, never scaling in; knob: target utilisation;
 - `oracle`: clairvoyant `ceil(L_t / (C * U*))`, the yardstick of the O metric (simulator only).
@@ -21,6 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
+from decision.models.calibration import RollingQuantile, ViolationFeedback
 from decision.models.forecast import Forecaster, SeasonalForecaster
 
 TARGET_UTILISATION = 0.7  # U*: the utilisation the oracle provisions for
@@ -277,163 +281,308 @@ class HpaPolicy(Policy):
         )
 
 
-@dataclass(frozen=True)
-class Headroom:
-    """Predictive aggressiveness: forecast quantile sized for, plus a multiplicative margin."""
+@dataclass
+class _Answer:
+    """One calibrated way to size: hybrid or reactive base, headroom as a ratio or an excess.
 
-    quantile: float
-    margin: float
+    A ratio headroom suits loads whose swings grow with the level (a daily cycle); an excess in
+    units of the day's mean load suits loads that jump between regimes (a batch job starting),
+    where a ratio would multiply the high regime by the jump as well.
+    """
 
-    @property
-    def level(self) -> float:
-        """A single number that orders settings from lean to safe (for tables and plots)."""
-        return round(self.quantile + self.margin, 4)
+    hybrid: bool
+    additive: bool
+    scores: RollingQuantile
+    cost: float = math.nan  # mean size over about the last day
+
+    def score(self, load: float, base: float, scale: float) -> float:
+        """How far the load at arrival was from the base this answer sized from."""
+        if self.additive:
+            return (load - base) / scale if scale > 0 else math.nan
+        floor = 0.01 * scale if scale > 0 else 1e-12
+        return math.log(max(load, floor) / max(base, floor))
+
+    def size(self, base: float, scale: float, level: float, rate: float) -> float:
+        """Load to size for at the calibrated quantile; updates the running cost."""
+        q = self.scores.quantile(level)
+        value = base + q * scale if self.additive else base * math.exp(q)
+        value = max(value, 0.0)
+        self.cost = value if math.isnan(self.cost) else self.cost + rate * (value - self.cost)
+        return value
 
 
 class PredictivePolicy(Policy):
-    """Size for a forecast quantile at the provisioning horizon, never below current load's needs.
+    """Forecast-and-reactive hybrid whose headroom is learnt online from its own misses.
 
-    sized for = max(max(forecast at `quantile` over the next D + 1 steps, last load)
-                    * (1 + margin) * (1 + warm-up margin while history is short), drop guard);
-    the forecast covers the ramp until new replicas serve; the reactive floor covers what the
-    forecast misses (flash crowds, too little history); the drop guard keeps most of the capacity
-    for a while after the load collapses, because an outage upstream usually ends with all the
-    traffic coming back at once, faster than replicas start.
+    Every step it has two answers, each sized at the same calibrated quantile of its own recent
+    misses (ratio of the load when its replicas serve to what it was based on):
 
-    Against flapping: a change goes to the target plus `up_buffer`; scale-in waits until the target
-    has stayed lower for the whole `downscale_window_s` and frees more than `hysteresis` of the
-    replicas. Scale-out is immediate.
+    - reactive: the last load (what an HPA sizes from);
+    - hybrid: max(forecast over the steps its new replicas serve, last load), so it never
+      provisions below the reactive answer at the same headroom (as AHPA takes the larger of its
+      proactive and reactive answers).
+
+    The headroom is the `1 - budget` conformal quantile of the last `calibration_s` of ratios plus
+    an offset steered by the violations it actually sees (adaptive conformal inference), so the
+    share of saturated steps tends to `budget` without a knob tuned offline. The hybrid is used
+    while it costs less than the reactive answer over the last day at that coverage (a load with
+    no forecastable shape stays reactive); when the load breaks the hybrid's band (a burst, a
+    level shift) it falls back to the reactive answer at the reactive calibration for
+    `fallback_s`. A deep collapse of the load (an outage upstream) holds capacity for the level
+    before it, for `hold_s`, because the traffic usually comes back all at once.
+
+    Scale-out is immediate. Scale-in goes to the highest target of the last scale-in window,
+    which is at least the provisioning delay (capacity given back cannot return sooner), and
+    only when it frees more than `hysteresis` of the replicas.
     """
 
     name = "predictive"
-    knob_name = "headroom (quantile + margin)"
+    knob_name = "violation budget"
 
     def __init__(
         self,
-        quantile: float = 0.9,
-        margin: float = 0.1,
+        budget: float = 0.001,
         *,
         forecaster: Forecaster | None = None,
-        downscale_window_s: float = 900.0,
-        hysteresis: float = 0.12,
+        calibration_s: float = 3 * 86400.0,
+        prior_headroom: float = 1.5,
+        feedback_gain: float = 0.005,
+        downscale_window_s: float | None = None,
+        min_downscale_window_s: float = 300.0,
+        hysteresis: float = 0.1,
         up_buffer: float = 0.05,
-        warmup_margin: float = 0.5,
-        collapse_window_s: float = 900.0,
-        collapse_ratio: float = 0.5,
-        hold_fraction: float = 0.9,
-        hold_s: float = 3 * 3600.0,
+        fallback_s: float = 3600.0,
+        outage_ratio: float = 0.25,
+        hold_s: float = 2 * 3600.0,
+        settle_steps: int = 3,
         season_s: float = 86400.0,
         min_replicas: int = 1,
         max_replicas: int = 100_000,
     ) -> None:
         super().__init__(min_replicas=max(min_replicas, 1), max_replicas=max_replicas)
-        if not 0 < quantile < 1 or margin < -0.5:
-            raise ValueError("quantile must be in (0, 1) and margin above -0.5")
-        self.quantile = quantile
-        self.margin = margin
+        if not 0 < budget < 0.5 or prior_headroom < 1:
+            raise ValueError("budget must be in (0, 0.5) and prior headroom at least 1")
+        self.budget = budget
         self.forecaster = forecaster
+        self.calibration_s = calibration_s
+        self.prior = math.log(prior_headroom)
+        self.prior_excess = prior_headroom - 1.0
+        self.feedback = ViolationFeedback(budget, feedback_gain)
         self.window_s = downscale_window_s
+        self.min_window_s = min_downscale_window_s
         self.hysteresis = hysteresis
         self.up_buffer = up_buffer
-        self.warmup_margin = warmup_margin
-        self.collapse_window_s = collapse_window_s
-        self.collapse_ratio = collapse_ratio
-        self.hold_fraction = hold_fraction
+        self.fallback_s = fallback_s
+        self.outage_ratio = outage_ratio
         self.hold_s = hold_s
+        self.settle_steps = settle_steps
         # The forecaster models a daily cycle: a load whose cycle lasts `season_s` (a replay
         # sped up, a synthetic test) is fed to it on a clock where that cycle lasts a day.
         self.clock = 86400.0 / season_s
+        self._answers: list[_Answer] = []
+        self._pending: deque[tuple[int, float, float, float, float, float, bool]] = deque()
+        self._suspects: deque[tuple[int, float, list[float]]] = deque()
+        self._loads: dict[int, float] = {}
         self._targets: deque[tuple[float, int]] = deque()  # decreasing recent targets
-        self._peaks: deque[tuple[float, float]] = deque()  # decreasing sliding max of the load
+        self._bases_h: deque[tuple[float, float]] = deque()  # decreasing recent hybrid bases
+        self._bases_r: deque[tuple[float, float]] = deque()  # decreasing recent last loads
         self._last3: deque[float] = deque(maxlen=3)
-        self._guard = 0.0  # load the drop guard keeps capacity for
-        self._guard_until = -math.inf
         self._last_valid = math.nan
+        self._short = math.nan  # load level over about an hour (frozen during a collapse)
+        self._long = math.nan  # load level over about a day
+        self._seen = 0
+        self._guard = 0.0
+        self._guard_until = -math.inf
+        self._fallback_until = -math.inf
+        self._serving = math.nan  # capacity that served the step whose load comes next
+        self._prev_sized = 0.0  # load the last decision sized for
 
     @property
     def knob(self) -> float:
-        """Headroom level: quantile plus margin."""
-        return Headroom(self.quantile, self.margin).level
+        """Target share of saturated steps."""
+        return self.budget
 
-    def _with_buffer(self, target: int) -> int:
-        """Replicas for a target plus the scale-out buffer, within bounds."""
-        return self._clamp(math.ceil(target * (1 + self.up_buffer) - _EPS))
+    def _build_answers(self, step_s: float) -> list[_Answer]:
+        """The four calibrated answers, built at the first step (their windows count steps)."""
+        if not self._answers:
+            window = max(100, round(self.calibration_s / step_s))
+            refresh = max(1, round(600.0 / step_s))
+            self._answers = [
+                _Answer(
+                    hybrid,
+                    additive,
+                    RollingQuantile(
+                        window, refresh=refresh, prior=self.prior_excess if additive else self.prior
+                    ),
+                )
+                for hybrid in (True, False)
+                for additive in (False, True)
+            ]
+        return self._answers
 
-    def _drop_guard(self, now: float, load: float) -> float:
-        """Load to keep capacity for after a collapse (0 when none is in force)."""
-        if self.collapse_window_s <= 0:
-            return 0.0
-        peaks = self._peaks
-        if math.isfinite(load):
-            # The peak is taken over a 3-step median, so a one-step spike that falls back is not
-            # mistaken for a level that collapsed.
-            self._last3.append(load)
-            level = sorted(self._last3)[len(self._last3) // 2]
-            while peaks and peaks[-1][1] <= level:
-                peaks.pop()
-            peaks.append((now, level))
-        while peaks and peaks[0][0] <= now - self.collapse_window_s:
-            peaks.popleft()
-        if now >= self._guard_until:
+    def _levels(self, load: float, step_s: float) -> None:
+        """Update the hour and day load levels (the hour level stays put during a collapse)."""
+        self._seen += 1
+        day = max(1.0 / self._seen, min(1.0, step_s / 86400.0))
+        hour = max(1.0 / self._seen, min(1.0, step_s / 3600.0))
+        if math.isnan(self._long):
+            self._short = self._long = load
+        self._long += day * (load - self._long)
+        if self._guard <= 0:
+            self._short += hour * (load - self._short)
+
+    def _outage_guard(self, now: float, load: float) -> float:
+        """Load to keep capacity for after a collapse of the load (0 when none is in force)."""
+        if now >= self._guard_until and self._guard > 0:
             self._guard = 0.0
-        peak = peaks[0][1] if peaks else 0.0
-        if math.isfinite(load) and load < self.collapse_ratio * peak:
-            held = self.hold_fraction * peak
-            if held >= self._guard:  # a deeper or new collapse restarts the hold
-                self._guard, self._guard_until = held, now + self.hold_s
+            self._short = load if math.isfinite(load) else self._short
+        if not math.isfinite(load) or self.outage_ratio <= 0:
+            return self._guard
+        self._last3.append(load)
+        level = sorted(self._last3)[len(self._last3) // 2]  # one low step is not a collapse
+        collapsed = level < self.outage_ratio * self._short and level < 0.5 * self._long
+        if collapsed and self._guard <= 0 and len(self._last3) == 3:
+            # What the last decision sized for still reflects the load before the collapse (its
+            # bases are the highest of the scale-in window): keep that.
+            self._guard, self._guard_until = self._prev_sized, now + self.hold_s
         return self._guard
 
+    @staticmethod
+    def _window_max(
+        values: deque[tuple[float, float]], now: float, window: float, value: float
+    ) -> float:
+        """Add `value` at `now` to a decreasing sliding-max deque; the window's maximum."""
+        while values and values[0][0] <= now - window:
+            values.popleft()
+        while values and values[-1][1] <= value:
+            values.pop()
+        values.append((now, value))
+        return values[0][1]
+
+    def _score(self, index: int, steps: int, first: int) -> bool:
+        """Score decisions whose replicas have served; True when the load broke the hybrid band."""
+        broke = False
+        while self._pending and self._pending[0][0] + steps - 1 <= index:
+            origin, base_h, base_r, scale, band, band_r, guarded = self._pending.popleft()
+            seen = [self._loads.get(origin + k, math.nan) for k in range(first, steps)]
+            seen = [v for v in seen if math.isfinite(v)]
+            if not seen or guarded:
+                continue
+            load = max(seen)
+            scores = [a.score(load, base_h if a.hybrid else base_r, scale) for a in self._answers]
+            broke = broke or load > band
+            if load > band_r:
+                # Above even the reactive answer: noise, or the load moved to a new level (a
+                # flash crowd, a shift)? Judged once the next steps are known.
+                self._suspects.append((index, band_r, scores))
+            else:
+                self._learn(scores)
+        while self._suspects and self._suspects[0][0] + self.settle_steps <= index:
+            at, band_r, scores = self._suspects.popleft()
+            after = [self._loads.get(at + k, math.nan) for k in range(1, self.settle_steps + 1)]
+            after = sorted(v for v in after if math.isfinite(v))
+            # A level that held is a shift: the reactive answer catches up with it within the
+            # delay, and sizing every later step for a jump that size would cost for days.
+            if not after or after[len(after) // 2] <= band_r:
+                self._learn(scores)
+        for k in [k for k in self._loads if k < index - steps - self.settle_steps]:
+            del self._loads[k]
+        return broke
+
+    def _learn(self, scores: list[float]) -> None:
+        """Add one decision's scores to every answer's calibration window."""
+        for answer, score in zip(self._answers, scores, strict=True):
+            answer.scores.add(score)
+
     def decide(self, obs: Observation) -> Decision:
-        """Forecast-driven replica count with a reactive floor and damped scale-down."""
-        steps = horizon_steps(obs.delay_s, obs.step_s)
+        """Hybrid or reactive answer at the learnt headroom, with damped scale-in."""
+        step = obs.step_s
+        steps = horizon_steps(obs.delay_s, step)
         if self.forecaster is None:
             # Live default: forecast far enough for this delay (plus slack for a slower one).
-            self.forecaster = SeasonalForecaster(obs.step_s * self.clock, max(steps, 2) * 2)
+            self.forecaster = SeasonalForecaster(step * self.clock, max(steps, 2) * 2)
         f = self.forecaster
-        f.observe((obs.timestamp_s - obs.step_s) * self.clock, obs.last_load)
+        f.observe((obs.timestamp_s - step) * self.clock, obs.last_load)
+        answers = self._build_answers(step)
         now = obs.timestamp_s
-        if math.isfinite(obs.last_load):
-            self._last_valid = obs.last_load
-        need_guard = self._drop_guard(now, obs.last_load)
+        index = round(now / step) - 1  # grid index of the step whose load just arrived
+        load = obs.last_load
+        if math.isfinite(load):
+            if math.isfinite(self._serving):
+                self.feedback.update(load > self._serving * (1 + 1e-9))
+            self._last_valid = load
+            self._loads[index] = load
+            self._levels(load, step)
         steps = min(steps, f.horizon)
-        cover = float(f.upper(self.quantile)[:steps].max())  # NaN while nothing is known
-        central = f.point()[:steps]
-        floor = self._last_valid
-        if not math.isfinite(cover) and not math.isfinite(floor):
+        first = min(math.floor(obs.delay_s / step + _EPS), steps - 1)  # when new replicas serve
+        if self._score(index, steps, first):
+            self._fallback_until = now + self.fallback_s
+        guard = self._outage_guard(now, load)
+        last = self._last_valid
+        if not math.isfinite(last):
             return self._hold(obs, "no load observed yet")
-        # Little history means an untested forecast: widen the margin until it has seen enough days.
-        warmup = 1.0 + self.warmup_margin * (1.0 - f.maturity())
-        scale = (1.0 + self.margin) * warmup
-        need_forecast = cover * scale if math.isfinite(cover) else 0.0
-        need_floor = floor * scale if math.isfinite(floor) else 0.0
-        sized_for = max(need_forecast, need_floor, need_guard)
+        ahead = f.point()[first:steps]
+        central = float(ahead.max()) if ahead.size and np.all(np.isfinite(ahead)) else math.nan
+        window = self.window_s
+        if window is None:
+            window = max(obs.delay_s + step, self.min_window_s)
+        # Each answer is based on its highest base of the scale-in window, as the replicas it
+        # keeps are: what it is calibrated against is then what actually serves (a one-step dip
+        # of the load neither shrinks capacity nor looks like a miss afterwards).
+        reactive_base = self._window_max(self._bases_r, now, window, last)
+        hybrid_now = max(central, last) if math.isfinite(central) else last
+        hybrid_base = self._window_max(self._bases_h, now, window, hybrid_now)
+        level = 1.0 - self.budget
+        scale = self._long if self._long > 0 else last
+        rate = max(1.0 / self._seen, min(1.0, step / 86400.0)) if self._seen else 1.0
+        sizes = [
+            a.size(hybrid_base if a.hybrid else reactive_base, scale, level, rate) for a in answers
+        ]
+        # The cheapest calibrated answer over the last day, per kind: where the forecast does not
+        # pay (no shape, too little history), the reactive one costs less and is used alone.
+        best_h = min(range(2), key=lambda k: answers[k].cost)
+        best_r = min(range(2, 4), key=lambda k: answers[k].cost)
+        use_forecast = answers[best_h].cost < answers[best_r].cost
+        fallback = now < self._fallback_until
+        feedback = math.exp(self.feedback.offset)
+        need_forecast = sizes[best_h] * feedback if use_forecast else 0.0
+        need_reactive = sizes[best_r] * feedback if fallback or not use_forecast else 0.0
+        guard_need = guard
+        sized_for = max(need_forecast, need_reactive, guard_need, last)
+        self._prev_sized = sized_for
         target = self._clamp(replicas_for(sized_for, obs.capacity, 1.0))
-        # Sliding maximum of the targets over the scale-in window (front = highest).
+        band = need_forecast if use_forecast and not fallback else math.inf
+        band_r = sizes[best_r] * feedback
+        guarded = guard_need >= sized_for and guard > 0
+        self._pending.append((index + 1, hybrid_base, reactive_base, scale, band, band_r, guarded))
         targets = self._targets
-        while targets and targets[0][0] <= now - self.window_s:
+        while targets and targets[0][0] <= now - window:
             targets.popleft()
         while targets and targets[-1][1] <= target:
             targets.pop()
         targets.append((now, target))
         current = obs.desired
-        if need_guard >= max(need_forecast, need_floor):
-            driver = "drop guard"
-        elif need_forecast >= need_floor:
+        if guarded:
+            driver = "outage guard"
+        elif need_forecast >= need_reactive:
             driver = "forecast"
+        elif fallback:
+            driver = "reactive fallback (the load broke the forecast band)"
         else:
-            driver = "reactive floor"
+            driver = "reactive"
         if target > current:
-            new = self._with_buffer(target)
-            reason = f"scale-up: {driver} (q={self.quantile}, {steps} steps ahead)"
+            # A little over the target, so that the next small rise does not scale out again.
+            new = self._clamp(math.ceil(target * (1 + self.up_buffer) - _EPS))
+            reason = f"scale-up: {driver} ({steps} steps ahead)"
         else:
-            # Scale in to the highest target of the window plus the same buffer as a scale-out (so
-            # the next small rise does not scale out again at once), and only when that frees more
-            # than the hysteresis band: small wobbles never move the replica count.
-            settled = self._with_buffer(targets[0][1])
+            # Scale in to the highest target of the window, and only when that frees more than
+            # the hysteresis band: small wobbles never move the replica count.
+            settled = self._clamp(targets[0][1])
             if current - settled >= max(1.0, self.hysteresis * current):
                 new, reason = settled, f"scale-down: {driver} stayed lower through the window"
             else:
-                new, reason = current, "hold: within hysteresis or stabilisation window"
+                new, reason = current, "hold: within hysteresis or scale-in window"
+        self._serving = min(obs.ready, new) * obs.capacity
         return Decision(
             new,
             reason,
@@ -446,15 +595,19 @@ class PredictivePolicy(Policy):
                 "pending": obs.pending,
                 "target": target,
                 "forecast_load": need_forecast,
-                "floor_load": need_floor,
-                "guard_load": need_guard,
-                "margin": self.margin,
-                "warmup_factor": warmup,
+                "floor_load": need_reactive,
+                "guard_load": guard_need,
+                "headroom_forecast": sizes[best_h] / max(hybrid_base, _EPS),
+                "headroom_reactive": sizes[best_r] / max(reactive_base, _EPS),
+                "feedback_offset": self.feedback.offset,
+                "mode": "hybrid" if use_forecast else "reactive",
+                "fallback": int(fallback),
+                "daily_acf": getattr(f, "daily_acf", None),
             },
-            forecast=float(central[-1]) if central.size else math.nan,
+            forecast=central if math.isfinite(central) else reactive_base,
             sized_for=sized_for,
-            quantile=self.quantile,
-            horizon_s=steps * obs.step_s,
+            quantile=level,
+            horizon_s=steps * step,
         )
 
 
@@ -597,22 +750,17 @@ POLICIES: dict[str, type[Policy]] = {
 
 def make_policy(
     name: str,
-    knob: float | Headroom | None = None,
+    knob: float | None = None,
     *,
     forecaster: Forecaster | None = None,
     **options: Any,
 ) -> Policy:
-    """Build a policy by name at a knob (target utilisation, or `Headroom` for predictive)."""
+    """Build a policy by name at a knob (target utilisation; predictive: its violation budget)."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
     if name == "predictive":
-        headroom = knob if isinstance(knob, Headroom) else None
-        if headroom is None and knob is not None:
-            raise ValueError("predictive takes a Headroom(quantile, margin) knob")
-        if headroom is not None:
-            options = {"quantile": headroom.quantile, "margin": headroom.margin, **options}
+        if knob is not None:
+            options = {"budget": knob, **options}
         return PredictivePolicy(forecaster=forecaster, **options)
-    if isinstance(knob, Headroom):
-        raise ValueError(f"{name} takes a target utilisation knob")
     factory: Callable[..., Policy] = POLICIES[name]
     return factory(**options) if knob is None else factory(knob, **options)

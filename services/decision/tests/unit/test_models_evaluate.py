@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from decision.cli import main
-from decision.models.evaluate import SweepPoint, choose
+from decision.models.evaluate import SweepPoint, choose, u_at_equal_cost
 from decision.models.simulate import Metrics
 
 pytestmark = pytest.mark.unit
@@ -52,7 +52,7 @@ def test_replay_prints_the_policy_hpa_and_oracle_side_by_side(
     path = sine_csv(tmp_path / "sine.csv", days=1)
     assert main(["replay", "--trace", str(path), "--policy", "predictive", "--delay", "5"]) == 0
     out = capsys.readouterr().out
-    for needle in ("predictive (q=0.9, m=0.1)", "hpa (u=0.7)", "oracle", "U %", "O %", "WAPE %"):
+    for needle in ("predictive (budget=0.001)", "hpa (u=0.7)", "oracle", "U %", "O %", "WAPE %"):
         assert needle in out
 
 
@@ -65,5 +65,18 @@ def test_evaluate_writes_the_report_tables_and_pareto_plot(tmp_path: Path) -> No
     report = (out / "report.md").read_text()
     assert "| sine | 5 |" in report and "Targets" in report
     assert (out / "pareto.png").stat().st_size > 10_000
-    assert (out / "sweep.csv").read_text().count("\n") == 1 + 16 + 11 + 1
+    # hpa's 11 settings and the oracle are swept; predictive runs once, self-tuned.
+    assert (out / "sweep.csv").read_text().count("\n") == 1 + 1 + 11 + 1
+    assert "self-tuned" in report
     assert "predictive" in (out / "chosen.csv").read_text()
+
+
+def test_u_at_equal_cost_reads_the_settings_that_cost_at_most_that_much() -> None:
+    # U falls as the sweep spends more: at 130 replica-hours the answer lies between the
+    # settings of 120 and 150, not the lowest U of the whole sweep.
+    points = [
+        SweepPoint("t", "f", 5.0, "hpa", k, metrics(0, 1), metrics(u, rh))
+        for k, u, rh in (("a", 0.004, 100), ("b", 0.003, 120), ("c", 0.001, 150))
+    ]
+    assert u_at_equal_cost(points, 130) == pytest.approx(0.003 - 0.002 / 3)
+    assert np.isnan(u_at_equal_cost(points, 90))  # cheaper than any setting: unknown
