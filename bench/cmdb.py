@@ -346,8 +346,12 @@ async def main() -> None:
     database_url = await create_database(infra, "cmdb")
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="bench-cmdb-")) / "cmdb.log"
+    kafka = infra.kafka("cmdb")
     env = dict(os.environ) | {
-        "OODA_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        "OODA_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "OODA_KAFKA_SECURITY_PROTOCOL": kafka.security_protocol,
+        "OODA_KAFKA_USERNAME": kafka.username or "",
+        "OODA_KAFKA_PASSWORD": kafka.password.get_secret_value() if kafka.password else "",
         "OODA_AUTH_SECRET": infra.auth_secret,
         "OODA_TOPIC_PREFIX": prefix,
         "OODA_LOG_LEVEL": "WARNING",

@@ -22,6 +22,7 @@ from ooda.testing import (
     ServiceProcess,
     create_topics,
     delete_topics,
+    kafka_env,
     platform_processes,
     unique,
 )
@@ -46,7 +47,7 @@ class Surface:
         env = {f"OODA_{name.upper()}_URL": self.url(name) for name in SERVICES}
         return env | {
             "OODA_AUTH_SECRET": self.infra.auth_secret,
-            "OODA_KAFKA_BOOTSTRAP": self.infra.kafka_bootstrap,
+            **kafka_env(self.infra.kafka()),
             "OODA_TOPIC_PREFIX": self.prefix,
             "OODA_TOKEN": "",
             "COLUMNS": "200",

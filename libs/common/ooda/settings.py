@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ooda.bus import KafkaConnection
 
 
 def shared(name: str) -> Any:
@@ -26,7 +28,25 @@ class ServiceSettings(BaseSettings):
         ..., description="SQLAlchemy URL of the service's own database (postgresql+asyncpg://...)"
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared("OODA_KAFKA_BOOTSTRAP"))
-    auth_secret: SecretStr = Field(..., min_length=32, validation_alias=shared("OODA_AUTH_SECRET"))
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        "PLAINTEXT", validation_alias=shared("OODA_KAFKA_SECURITY_PROTOCOL")
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        "SCRAM-SHA-512", validation_alias=shared("OODA_KAFKA_SASL_MECHANISM")
+    )
+    kafka_username: str | None = Field(
+        None,
+        validation_alias=shared("OODA_KAFKA_USERNAME"),
+        description="this service's own Kafka principal (SASL)",
+    )
+    kafka_password: SecretStr | None = Field(None, validation_alias=shared("OODA_KAFKA_PASSWORD"))
+    kafka_ssl_cafile: str | None = Field(None, validation_alias=shared("OODA_KAFKA_SSL_CAFILE"))
+    auth_secret: SecretStr | None = Field(
+        None,
+        min_length=32,
+        validation_alias=shared("OODA_AUTH_SECRET"),
+        description="verifies bearer tokens; only services with token-protected routes get it",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=shared("OODA_LOG_LEVEL")
     )
@@ -40,6 +60,33 @@ class ServiceSettings(BaseSettings):
     )
     outbox_poll_seconds: float = Field(1.0, gt=0)
     consumer_max_attempts: int = Field(4, ge=1)
+
+    verifies_tokens: ClassVar[bool] = True
+    """Whether the service has routes that need a bearer token (and so needs the secret)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> ServiceSettings:
+        if self.verifies_tokens and self.auth_secret is None:
+            raise ValueError("OODA_AUTH_SECRET is required: this service verifies bearer tokens")
+        self.kafka()  # SASL without a username or password stops the service here
+        return self
+
+    def kafka(self) -> KafkaConnection:
+        """How this service reaches and authenticates to Kafka (its own principal)."""
+        return KafkaConnection(
+            self.kafka_bootstrap,
+            self.kafka_security_protocol,
+            self.kafka_sasl_mechanism,
+            self.kafka_username,
+            self.kafka_password,
+            self.kafka_ssl_cafile,
+        )
+
+    def token_secret(self) -> str:
+        """The secret bearer tokens are signed with."""
+        if self.auth_secret is None:
+            raise RuntimeError("OODA_AUTH_SECRET is not set for this service")
+        return self.auth_secret.get_secret_value()
 
 
 S = TypeVar("S", bound=ServiceSettings)

@@ -74,7 +74,7 @@ async def read_events(
     """Every event about `app` on a topic: wait for the first, then for `settle` seconds more."""
     consumer = AIOKafkaConsumer(
         svc.prefix + topic,
-        bootstrap_servers=svc.settings.kafka_bootstrap,
+        **svc.settings.kafka().options(),
         auto_offset_reset="earliest",
         group_id=unique("reader"),
         enable_auto_commit=False,

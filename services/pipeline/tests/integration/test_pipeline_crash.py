@@ -20,6 +20,7 @@ from ooda.testing import (
     create_topics,
     delete_topics,
     free_port,
+    kafka_env,
     unique,
 )
 
@@ -38,7 +39,7 @@ async def pipeline_process(kit: Any, tmp_path: Path, prefix: str) -> ServiceProc
         "PIPELINE_EXECUTOR_POLL_SECONDS": "0.1",
         "PIPELINE_OUTBOX_POLL_SECONDS": "0.2",
         "PIPELINE_PYTHON": sys.executable,
-        "OODA_KAFKA_BOOTSTRAP": kit.infra.kafka_bootstrap,
+        **kafka_env(kit.infra.kafka("pipeline")),
         "OODA_AUTH_SECRET": kit.infra.auth_secret,
         "OODA_TOPIC_PREFIX": prefix,
     }
