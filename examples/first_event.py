@@ -39,15 +39,13 @@ async def raw_record(topic: str, event_id: str) -> str | None:
     consumer = AIOKafkaConsumer(**KafkaConnection.from_env(ENV).options(), enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.topics()  # fetches the metadata
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
+        # aiokafka offers no public call giving a topic's partitions without a group
+        metadata = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(topic, p) for p in metadata.partitions_for_topic(topic) or ()]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
                     headers = {k: v.decode(errors="replace") for k, v in r.headers}

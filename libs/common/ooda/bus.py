@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import for_code
 from aiokafka.protocol.admin import (
     CreateAclsRequest_v1,
     DeleteAclsRequest_v1,
@@ -272,6 +273,53 @@ class _AlterScram(Request[_AlterScramRequest]):
         return request_struct_class([], self.upsertions, {})
 
 
+class _DescribeScramResponse(Response):
+    API_KEY = 50
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("error_code", Int16),
+        ("error_message", CompactString("utf-8")),
+        (
+            "results",
+            CompactArray(
+                ("user", CompactString("utf-8")),
+                ("error_code", Int16),
+                ("error_message", CompactString("utf-8")),
+                (
+                    "credential_infos",
+                    CompactArray(
+                        ("mechanism", Int8), ("iterations", Int32), ("tags", TaggedFields)
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class _DescribeScramRequest(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = 50
+    API_VERSION = 0
+    RESPONSE_TYPE = _DescribeScramResponse
+    SCHEMA = Schema(
+        ("users", CompactArray(("name", CompactString("utf-8")), ("tags", TaggedFields))),
+        ("tags", TaggedFields),
+    )
+
+
+class _DescribeScram(Request[_DescribeScramRequest]):
+    API_KEY = 50
+
+    def __init__(self, users: list[str]) -> None:
+        self.users = users
+
+    def build(self, request_struct_class: type[_DescribeScramRequest]) -> _DescribeScramRequest:
+        return request_struct_class([(u, {}) for u in self.users], {})
+
+
 class _CreateAcls(Request[CreateAclsRequest_v1]):
     API_KEY = 30
 
@@ -290,6 +338,12 @@ class _DeleteAcls(Request[DeleteAclsRequest_v1]):
 
     def build(self, request_struct_class: type[DeleteAclsRequest_v1]) -> DeleteAclsRequest_v1:
         return request_struct_class(self.filters)
+
+
+def _error(code: int, message: str | None) -> str:
+    """A Kafka error code as its name, with the broker's message if any."""
+    name = for_code(code).__name__
+    return f"{name}: {message}" if message else name
 
 
 MECHANISMS = {"SCRAM-SHA-256": (1, "sha256"), "SCRAM-SHA-512": (2, "sha512")}
@@ -328,9 +382,25 @@ class BusAdmin:
         response = await self._send(
             _AlterScram([_scram_upsertion(u, p, mechanism) for u, p in users.items()])
         )
-        failed = [f"{u}: {msg or code}" for u, code, msg, _ in response.results if code]
+        failed = [f"{u}: {_error(code, msg)}" for u, code, msg, _ in response.results if code]
         if failed:
             raise BusError("setting SCRAM credentials failed: " + "; ".join(failed))
+
+    async def has_credentials(self, user: str) -> bool:
+        """Whether `user` has SCRAM credentials."""
+        response = await self._send(_DescribeScram([user]))
+        if response.error_code:
+            error = _error(response.error_code, response.error_message)
+            raise BusError(f"describing SCRAM credentials failed: {error}")
+        resource_not_found = 91
+        for name, code, message, infos, _ in response.results:
+            if name == user and code not in (0, resource_not_found):
+                raise BusError(
+                    f"describing SCRAM credentials of {user} failed: {_error(code, message)}"
+                )
+            if name == user and not code:
+                return bool(infos)
+        return False
 
     async def create_acls(self, acls: Iterable[Acl], timeout_s: float = 15.0) -> None:
         """Add ALLOW rules (adding an existing rule changes nothing); returns once the broker
@@ -340,7 +410,7 @@ class BusAdmin:
             return
         response = await self._send(_CreateAcls(entries))
         failed = [
-            f"{entry[3]} {entry[1]}: {msg or code}"
+            f"{entry[3]} {entry[1]}: {_error(code, msg)}"
             for entry, (code, msg) in zip(entries, response.creation_responses, strict=True)
             if code
         ]
@@ -356,7 +426,9 @@ class BusAdmin:
         any_ = 1
         response = await self._send(DescribeAclsRequest(any_, None, any_, None, None, any_, any_))
         if response.error_code:
-            raise BusError(f"describing ACLs failed: {response.error_message}")
+            raise BusError(
+                f"describing ACLs failed: {_error(response.error_code, response.error_message)}"
+            )
         return {
             (rtype, name, pattern, principal, host, operation, permission)
             for rtype, name, pattern, acls in response.resources
@@ -369,22 +441,26 @@ class BusAdmin:
         if not filters:
             return
         response = await self._send(_DeleteAcls(filters))
-        failed = [msg or str(code) for code, msg, _ in response.filter_responses if code]
+        failed = [_error(code, msg) for code, msg, _ in response.filter_responses if code]
         if failed:
             raise BusError("deleting ACLs failed: " + "; ".join(failed))
 
 
 async def grant_subscriber(
-    admin: KafkaConnection, team: str, topic: str, password: str | None = None
-) -> tuple[str, str]:
-    """A read-only principal for `team` on `topic` (created, or its password replaced):
-    returns (username, password)."""
-    password = password or secrets.token_urlsafe(24)
+    admin: KafkaConnection, team: str, topic: str, *, new_password: bool = True
+) -> tuple[str, str | None]:
+    """Let `team`'s read-only principal read `topic` (with groups `<team>.*`): returns
+    (username, password). A principal that exists keeps its password (None) unless
+    `new_password`; a new one always gets one."""
     username = subscriber_principal(team)
+    password: str | None = None
     async with BusAdmin(admin) as bus:
-        await bus.set_credentials({username: password})
+        if new_password or not await bus.has_credentials(username):
+            password = secrets.token_urlsafe(24)
+            await bus.set_credentials({username: password})
         await bus.create_acls(subscriber_acls(team, topic))
-    await _until_served(admin.as_user(username, password), topic)
+    if password is not None:
+        await _until_served(admin.as_user(username, password), topic)
     return username, password
 
 

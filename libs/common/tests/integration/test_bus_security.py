@@ -89,6 +89,7 @@ async def test_a_granted_subscriber_reads_its_topic_but_cannot_write_or_read_oth
         await producer.stop()
 
     username, password = await grant_subscriber(sasl.kafka(), team, topic)
+    assert password is not None
     subscriber = sasl.kafka().as_user(username, password)
     (record,) = await read_topic_as(subscriber, topic, group=f"{team}.audit")
     assert record.value == value
