@@ -7,9 +7,10 @@ options from `KafkaConnection.options()`, so one set of variables decides how it
 `OODA_KAFKA_SASL_MECHANISM` (SCRAM-SHA-512), `OODA_KAFKA_USERNAME`, `OODA_KAFKA_PASSWORD` and
 `OODA_KAFKA_SSL_CAFILE`.
 
-`python -m ooda.bus provision ACL_FILE ENV_FILE` (run by `deploy/local/ooda-local infra-up`, as the
-admin principal) creates or updates each service principal's SCRAM credentials from the env file
-and the ACLs of the file; it is idempotent.
+`python -m ooda.bus --env-file ENV_FILE provision ACL_FILE` (run by `deploy/local/ooda-local
+infra-up`, as the admin principal of the env file) creates or updates each service principal's
+SCRAM credentials from the env file and the ACLs of the file; it is idempotent. `wait` and
+`topics` serve the script's readiness check and status.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ from pydantic import SecretStr
 PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
 SCRAM_SHA_512 = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192
-ADMIN_PRINCIPAL = "ooda-admin"
 
 
 class BusError(RuntimeError):
