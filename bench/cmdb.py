@@ -59,6 +59,7 @@ from ooda.testing import (  # noqa: E402
     delete_topics,
     drop_database,
     free_port,
+    kafka_env,
     resolve_infra,
     unique,
 )
@@ -346,12 +347,8 @@ async def main() -> None:
     database_url = await create_database(infra, "cmdb")
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="bench-cmdb-")) / "cmdb.log"
-    kafka = infra.kafka("cmdb")
     env = dict(os.environ) | {
-        "OODA_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "OODA_KAFKA_SECURITY_PROTOCOL": kafka.security_protocol,
-        "OODA_KAFKA_USERNAME": kafka.username or "",
-        "OODA_KAFKA_PASSWORD": kafka.password.get_secret_value() if kafka.password else "",
+        **kafka_env(infra.kafka("cmdb")),
         "OODA_AUTH_SECRET": infra.auth_secret,
         "OODA_TOPIC_PREFIX": prefix,
         "OODA_LOG_LEVEL": "WARNING",
