@@ -13,7 +13,13 @@ from typing import Any
 from rich.console import Console
 from rich.json import JSON
 
-from ooda.bus import BusError, KafkaConnection, grant_subscriber, subscriber_principal
+from ooda.bus import (
+    BusError,
+    KafkaConnection,
+    grant_subscriber,
+    revoke_subscriber,
+    subscriber_principal,
+)
 from ooda.events import DecodeError, Event, decode
 from ooda.events.contracts import topics
 from ooda_cli.client import FAILED, OK, UNAVAILABLE, USAGE, CliError
@@ -250,4 +256,32 @@ def grant(team: str, topic: str, rotate: bool, console: Console, settings: Kafka
     return OK
 
 
-__all__ = ["grant", "kafka_settings", "subscriber_principal", "tail"]
+def revoke(team: str, topic: str | None, console: Console, settings: KafkaSettings) -> int:
+    """Take `topic` away from `team`, or (no topic) its principal altogether."""
+    if topic is not None and topic not in topics():
+        raise CliError(f"unknown topic {topic!r}; one of: {', '.join(topics())}", USAGE)
+    if not settings.conn.sasl:
+        raise CliError(
+            "this broker does not authenticate clients: there is nothing to revoke", USAGE
+        )
+    try:
+        username = asyncio.run(
+            asyncio.wait_for(
+                revoke_subscriber(
+                    settings.conn, team, None if topic is None else settings.prefix + topic
+                ),
+                60,
+            )
+        )
+    except BusError as exc:
+        raise CliError(f"{exc} (is OODA_KAFKA_USERNAME the admin principal?)", FAILED) from exc
+    except Exception as exc:
+        raise CliError(
+            f"Kafka refused or is unavailable at {settings.bootstrap}: {exc!r}", UNAVAILABLE
+        ) from exc
+    what = f"may no longer read {settings.prefix + topic}" if topic else "is deleted"
+    console.print(f"{username} {what}", markup=False, highlight=False, soft_wrap=True)
+    return OK
+
+
+__all__ = ["grant", "kafka_settings", "revoke", "subscriber_principal", "tail"]

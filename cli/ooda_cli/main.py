@@ -591,6 +591,22 @@ def events_grant(
     raise typer.Exit(code)
 
 
+@events_app.command("revoke")
+def events_revoke(
+    team: Annotated[str, typer.Argument(help="the subscribing team")],
+    topic: Annotated[
+        str | None, typer.Argument(help="one topic; none: the principal and all it may read")
+    ] = None,
+) -> None:
+    """Take TOPIC away from TEAM's principal, or delete the principal (credentials and every
+    rule). Needs the admin principal (OODA_KAFKA_*)."""
+    try:
+        code = events_cmd.revoke(team, topic, console, events_cmd.kafka_settings())
+    except CliError as error:
+        raise _fail(error) from None
+    raise typer.Exit(code)
+
+
 @events_app.command("topics")
 def events_topics() -> None:
     """Every topic of the platform, with its event type and producer."""

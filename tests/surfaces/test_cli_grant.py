@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from typer.testing import CliRunner
 
 from ooda.bus import KafkaConnection
@@ -81,6 +81,14 @@ async def test_a_granted_team_reads_the_topic_with_the_printed_credentials_and_c
     again = await asyncio.to_thread(ooda, admin_env, "events", "grant", team, "deploy-done")
     assert again.exit_code == 0, again.output
     assert "already had credentials" in again.output and "OODA_KAFKA_PASSWORD" not in again.output
+
+    # Revoked: the principal no longer authenticates.
+    revoked = await asyncio.to_thread(ooda, admin_env, "events", "revoke", team)
+    assert revoked.exit_code == 0 and "is deleted" in revoked.output, revoked.output
+    gone = AIOKafkaProducer(**subscriber.options(), request_timeout_ms=5_000)
+    with pytest.raises(KafkaError):
+        await asyncio.wait_for(gone.start(), 30)
+    await gone.stop()
 
 
 async def test_only_the_admin_principal_may_grant(platform: tuple[Infra, str]) -> None:

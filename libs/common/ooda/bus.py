@@ -266,11 +266,14 @@ class _AlterScramRequest(RequestStruct):
 class _AlterScram(Request[_AlterScramRequest]):
     API_KEY = 51
 
-    def __init__(self, upsertions: list[tuple[Any, ...]]) -> None:
+    def __init__(
+        self, upsertions: list[tuple[Any, ...]], deletions: list[tuple[Any, ...]] | None = None
+    ) -> None:
         self.upsertions = upsertions
+        self.deletions = deletions or []
 
     def build(self, request_struct_class: type[_AlterScramRequest]) -> _AlterScramRequest:
-        return request_struct_class([], self.upsertions, {})
+        return request_struct_class(self.deletions, self.upsertions, {})
 
 
 class _DescribeScramResponse(Response):
@@ -386,6 +389,29 @@ class BusAdmin:
         if failed:
             raise BusError("setting SCRAM credentials failed: " + "; ".join(failed))
 
+    async def delete_credentials(self, user: str) -> None:
+        """Remove `user`'s SCRAM credentials: it can no longer authenticate."""
+        mechanism = self.conn.sasl_mechanism if self.conn.sasl else SCRAM_SHA_512
+        response = await self._send(_AlterScram([], [(user, MECHANISMS[mechanism][0], {})]))
+        resource_not_found = 91
+        failed = [
+            f"{u}: {_error(code, msg)}"
+            for u, code, msg, _ in response.results
+            if code not in (0, resource_not_found)
+        ]
+        if failed:
+            raise BusError("deleting SCRAM credentials failed: " + "; ".join(failed))
+
+    async def delete_acls_of(self, principal: str) -> None:
+        """Remove every rule that names `principal`."""
+        any_ = 1
+        response = await self._send(
+            _DeleteAcls([(any_, None, any_, f"User:{principal}", None, any_, any_)])
+        )
+        failed = [_error(code, msg) for code, msg, _ in response.filter_responses if code]
+        if failed:
+            raise BusError("deleting ACLs failed: " + "; ".join(failed))
+
     async def has_credentials(self, user: str) -> bool:
         """Whether `user` has SCRAM credentials."""
         response = await self._send(_DescribeScram([user]))
@@ -462,6 +488,28 @@ async def grant_subscriber(
     if password is not None:
         await _until_served(admin.as_user(username, password), topic)
     return username, password
+
+
+async def revoke_subscriber(admin: KafkaConnection, team: str, topic: str | None = None) -> str:
+    """Take `topic` away from `team`'s principal, or (no topic) every rule and its credentials:
+    returns the principal's name."""
+    username = subscriber_principal(team)
+    async with BusAdmin(admin) as bus:
+        if topic is None:
+            await bus.delete_credentials(username)
+            await bus.delete_acls_of(username)
+        else:
+            await bus.delete_acls([Acl(username, "read", "topic", topic)])
+        # Returns once the broker enforces it (the controller updates brokers asynchronously).
+        async with asyncio.timeout(15):
+            while topic is None and await bus.has_credentials(username):
+                await asyncio.sleep(0.1)
+            while any(
+                rule[3] == f"User:{username}" and (topic is None or rule[1] == topic)
+                for rule in await bus.bindings()
+            ):
+                await asyncio.sleep(0.1)
+    return username
 
 
 async def _until_served(conn: KafkaConnection, topic: str, timeout_s: float = 15.0) -> None:

@@ -15,7 +15,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from ooda.bus import KafkaConnection, grant_subscriber
+from ooda.bus import KafkaConnection, grant_subscriber, revoke_subscriber
 from ooda.events import DeployDone, Event, encode
 from ooda.examples import example_payloads
 from ooda.testing import Infra, unique
@@ -102,6 +102,12 @@ async def test_a_granted_subscriber_reads_its_topic_but_cannot_write_or_read_oth
         await read_topic_as(subscriber, prefix + "change-requested", group=f"{team}.audit")
     # The admin still reads everything (tooling, dead letters).
     assert len(await read_topic(sasl, topic, 1)) == 1
+
+    # Revoking the topic takes it away at once; revoking the team deletes the principal.
+    await revoke_subscriber(sasl.kafka(), team, topic)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await read_topic_as(subscriber, topic, group=f"{team}.audit")
+    await revoke_subscriber(sasl.kafka(), team)
 
 
 async def read_topic_as(conn: KafkaConnection, topic: str, group: str) -> list[object]:
