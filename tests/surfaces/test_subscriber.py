@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from ooda.auth import issue_token
-from ooda.bus import grant_subscriber
+from ooda.bus import grant_subscriber, revoke_subscriber
 from ooda.testing import unique
 
 from .conftest import Surface
@@ -65,6 +65,8 @@ async def test_the_example_subscriber_decodes_a_live_cmdb_changed_event(surface:
     finally:
         proc.terminate()
         _, stderr = await proc.communicate()
+        if surface.infra.kafka().sasl:
+            await revoke_subscriber(surface.infra.kafka(), team)
     mine = [line for line in lines if f"app={app}" in line]
     assert mine[0].split()[1] == "io.ooda.cmdb.changed.v1"
     assert '"actor":"team-lead"' in mine[0]
