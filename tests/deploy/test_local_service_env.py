@@ -23,6 +23,7 @@ def env_file(folder: Path) -> None:
         "OODA_KAFKA_PASSWORD=admin-secret",
         "OODA_KAFKA_BROKER_PASSWORD=broker-secret",
         "OODA_AUTH_SECRET=token-secret",
+        "OODA_AUTH_REVOCATIONS=/tmp/revoked",
         "OODA_PG_ADMIN_URL=postgresql://postgres:pg@127.0.0.1:5432/postgres",
     ]
     for name in (*SERVICES, "ooda_test"):
@@ -59,5 +60,7 @@ def test_a_service_gets_its_own_database_and_principal_and_nothing_of_the_others
     others = {f"{o.upper()}_DATABASE_URL" for o in (*SERVICES, "ooda_test") if o != service}
     secrets = {"OODA_PG_ADMIN_URL", "OODA_KAFKA_BROKER_PASSWORD", "CMDB_KAFKA_PASSWORD"}
     assert not names & (others | secrets | {f"{up}_KAFKA_PASSWORD"})
-    assert ("OODA_AUTH_SECRET" in names) == (service in TOKEN_SERVICES)
+    verifies_tokens = service in TOKEN_SERVICES
+    assert ("OODA_AUTH_SECRET" in names) == verifies_tokens
+    assert ("OODA_AUTH_REVOCATIONS" in names) == verifies_tokens
     assert ("PIPELINE_OTHER_SETTING" in names) == (service == "pipeline")
