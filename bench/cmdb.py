@@ -59,6 +59,7 @@ from ooda.testing import (  # noqa: E402
     delete_topics,
     drop_database,
     free_port,
+    kafka_env,
     resolve_infra,
     unique,
 )
@@ -347,7 +348,7 @@ async def main() -> None:
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="bench-cmdb-")) / "cmdb.log"
     env = dict(os.environ) | {
-        "OODA_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        **kafka_env(infra.kafka("cmdb")),
         "OODA_AUTH_SECRET": infra.auth_secret,
         "OODA_TOPIC_PREFIX": prefix,
         "OODA_LOG_LEVEL": "WARNING",

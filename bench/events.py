@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Column, Integer, String, Table, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from ooda.bus import KafkaConnection
 from ooda.consumer import EventConsumer, batched
 from ooda.db import Messaging, new_metadata, session_factory
 from ooda.events import Event, MetricObserved, encode
@@ -31,9 +32,9 @@ from ooda.testing import Infra, create_topics, resolve_infra
 
 
 async def produce_raw(
-    bootstrap: str, topic: str, records: list[tuple[bytes, list, bytes]]
+    kafka: KafkaConnection, topic: str, records: list[tuple[bytes, list, bytes]]
 ) -> float:
-    producer = new_producer(bootstrap, client_id="bench-raw")
+    producer = new_producer(kafka, client_id="bench-raw")
     await producer.start()
     started = time.perf_counter()
     futures = [await producer.send(topic, value=v, key=k, headers=h) for k, h, v in records]
@@ -43,10 +44,10 @@ async def produce_raw(
     return elapsed
 
 
-async def consume_raw(bootstrap: str, topic: str, n: int) -> float:
+async def consume_raw(kafka: KafkaConnection, topic: str, n: int) -> float:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -114,22 +115,22 @@ async def one_run(infra: Infra, n: int) -> list[tuple[float, float]]:
         await conn.run_sync(lambda c: create_messaging_v1(in_context(c)))
         await conn.run_sync(effects.create)
     sessions = session_factory(engine)
-    outbox = Outbox(messaging, source="/ooda/bench", topic_prefix=prefix)
+    outbox = Outbox(messaging, source="/ooda/monitor", topic_prefix=prefix)
     template = next(p for p in example_payloads() if isinstance(p, MetricObserved))
     apps = [f"app-{i}" for i in range(60)]
     events = [
-        Event.new(template.model_copy(update={"app": apps[i % 60]}), source="/ooda/bench")
+        Event.new(template.model_copy(update={"app": apps[i % 60]}), source="/ooda/monitor")
         for i in range(n)
     ]
     records = [encode(e) for e in events]
 
     # --- produce: raw producer vs outbox relay -----------------------------------------------
-    raw_produce = await produce_raw(infra.kafka_bootstrap, prefix + "metric-observed", records)
+    raw_produce = await produce_raw(infra.kafka(), prefix + "metric-observed", records)
     for start in range(0, n, 5000):
         async with sessions() as s, s.begin():
             for k, h, v in records[start : start + 5000]:
                 outbox.add_record(s, prefix + "scale-decided", k, h, v)
-    producer = new_producer(infra.kafka_bootstrap, client_id="bench-relay")
+    producer = new_producer(infra.kafka(), client_id="bench-relay")
     await producer.start()
     relay = OutboxRelay(engine, messaging, producer, "bench", batch_size=2000)
     started = time.perf_counter()
@@ -139,7 +140,7 @@ async def one_run(infra: Infra, n: int) -> list[tuple[float, float]]:
     assert published == n, published
 
     # --- consume: raw consumer vs reliable consumer ------------------------------------------
-    raw_consume = await consume_raw(infra.kafka_bootstrap, prefix + "metric-observed", n)
+    raw_consume = await consume_raw(infra.kafka(), prefix + "metric-observed", n)
 
     async def handle(session: AsyncSession, batch: list[Event]) -> None:
         await session.execute(
@@ -154,7 +155,7 @@ async def one_run(infra: Infra, n: int) -> list[tuple[float, float]]:
         sessions=sessions,
         messaging=messaging,
         outbox=outbox,
-        bootstrap=infra.kafka_bootstrap,
+        bootstrap=infra.kafka(),
         max_records=2000,
     )
     await consumer.start()

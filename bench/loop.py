@@ -168,7 +168,7 @@ class DecisionLog:
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
             self.running.prefix + "scale-decided",
-            bootstrap_servers=self.running.infra.kafka_bootstrap,
+            **self.running.infra.kafka().options(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=unique("bench-loop"),

@@ -4,24 +4,25 @@ The application is declared in the CMDB with its owner team, then an agent of th
 window of the application's load to the monitor (an authenticated HTTP write);
 the monitor records it and, in the same database transaction, puts `metric-observed` in its outbox;
 the relay publishes it to Kafka; the decision center consumes it exactly once into its load
-history. The script prints each hop, the event as an independent Kafka client (kcat) sees it, and
-the trace id that links them.
+history. The script prints each hop, the raw Kafka record (read as the admin principal of
+.local/ooda.env) and the trace id that links them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ooda.auth import issue_token
+from ooda.bus import KafkaConnection
 from ooda.testing import read_env_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +34,29 @@ DECISION = f"http://127.0.0.1:{os.environ.get('DECISION_PORT', '8005')}"
 
 def step(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m")
+
+
+async def raw_record(topic: str, event_id: str) -> str | None:
+    """The record whose `ce_id` is `event_id`, read as the admin principal of the env file."""
+    consumer = AIOKafkaConsumer(**KafkaConnection.from_env(ENV).options(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        # aiokafka offers no public call giving a topic's partitions without a group
+        metadata = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(topic, p) for p in metadata.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    headers = {k: v.decode(errors="replace") for k, v in r.headers}
+                    if headers.get("ce_id") == event_id:
+                        value = (r.value or b"").decode(errors="replace")
+                        return f"key={r.key!r}\nheaders={json.dumps(headers)}\nvalue={value}"
+        return None
+    finally:
+        await consumer.stop()
 
 
 def main() -> int:
@@ -81,32 +105,11 @@ def main() -> int:
         return 1
     print(f"arrived after {time.monotonic() - started:.2f}s:", json.dumps(point, indent=2))
 
-    step("The record on topic metric-observed, as kcat (an independent Kafka client) reads it")
-    kcat = shutil.which("kcat")
-    if kcat:
-        out = subprocess.run(
-            [
-                kcat,
-                "-b",
-                ENV["OODA_KAFKA_BOOTSTRAP"],
-                "-C",
-                "-t",
-                "metric-observed",
-                "-o",
-                "beginning",
-                "-e",
-                "-q",
-                "-f",
-                "key=%k headers=%h\nvalue=%s\n",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        mine = [block for block in out.stdout.split("key=") if event_id in block]
-        print("key=" + mine[-1] if mine else out.stdout[-2000:])
-    else:
-        print("kcat is not installed; `apt-get install kcat` to see the raw record")
+    step("The record on topic metric-observed (key, CloudEvents headers, value), as Kafka holds it")
+    found = asyncio.run(raw_record("metric-observed", event_id))
+    print(
+        found or "not found on the topic (see `ooda events tail metric-observed --from-beginning`)"
+    )
 
     step("Where to look next")
     print(f"trace id {point['trace_id']} links the HTTP request, the outbox write and the consume")

@@ -5,9 +5,18 @@
 
 It joins a consumer group (so a restart resumes where it stopped), decodes every record with
 `ooda.events.decode` into a typed payload (`event.data` is a `DeployDone`, an `AlertRaised`, ...),
-skips event types it does not know (a newer producer) and records that are not events, dedupes
-on the CloudEvents id (delivery is at-least-once), and commits offsets only after handling.
-Settings: `OODA_KAFKA_BOOTSTRAP` (default 127.0.0.1:9092), `OODA_TOPIC_PREFIX` (default none).
+skips event types it does not know (a newer producer), records that are not events and events
+whose `ce_source` may not publish their type, dedupes on the CloudEvents id (delivery is
+at-least-once), and commits offsets only after handling.
+
+The bus authenticates every client. Ask an admin for your team's read-only principal:
+
+    ooda events grant my-team deploy-done      # prints OODA_KAFKA_* credentials, once
+
+and export what it prints. The principal reads the granted topics in consumer groups named
+`my-team.<anything>` (the default group here is `my-team.example-subscriber`).
+Settings: `OODA_KAFKA_BOOTSTRAP` (default 127.0.0.1:9092), `OODA_KAFKA_SECURITY_PROTOCOL`,
+`OODA_KAFKA_SASL_MECHANISM`, `OODA_KAFKA_USERNAME`, `OODA_KAFKA_PASSWORD`, `OODA_TOPIC_PREFIX`.
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ooda.events import DeployDone, Event, decode
+from ooda.bus import KafkaConnection
+from ooda.events import DeployDone, Event, decode, verify_source
 from ooda.events.envelope import DecodeError, UnknownEventType
 
 Handler = Callable[[Event], Awaitable[None]]
@@ -44,7 +54,7 @@ async def subscribe(
     handle: Handler,
     *,
     group: str,
-    bootstrap: str,
+    kafka: KafkaConnection,
     prefix: str = "",
     count: int | None = None,
     from_beginning: bool = True,
@@ -56,7 +66,7 @@ async def subscribe(
     """
     consumer = AIOKafkaConsumer(
         *(prefix + t for t in topics),
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
@@ -75,7 +85,7 @@ async def subscribe(
                         break  # left uncommitted: the next run starts at this record
                     done[tp] = record.offset + 1
                     try:
-                        event = decode(record.key, record.headers, record.value)
+                        event = verify_source(decode(record.key, record.headers, record.value))
                     except UnknownEventType:
                         continue  # a type this subscriber does not know yet: skip, never fail
                     except DecodeError as exc:
@@ -98,7 +108,12 @@ async def subscribe(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print the OODA platform's events as they come")
     parser.add_argument("topics", nargs="+", help="e.g. deploy-done alert-raised")
-    parser.add_argument("--group", default="example-subscriber", help="Kafka consumer group")
+    kafka = KafkaConnection.from_env()
+    team = (kafka.username or "").removeprefix("team-")
+    default_group = f"{team}.example-subscriber" if kafka.username else "example-subscriber"
+    parser.add_argument(
+        "--group", default=default_group, help=f"Kafka consumer group [{default_group}]"
+    )
     parser.add_argument("--count", type=int, default=None, help="stop after N events")
     parser.add_argument("--latest", action="store_true", help="a new group starts at the end")
     args = parser.parse_args(argv)
@@ -108,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.topics,
                 print_event,
                 group=args.group,
-                bootstrap=os.environ.get("OODA_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+                kafka=kafka,
                 prefix=os.environ.get("OODA_TOPIC_PREFIX", ""),
                 count=args.count,
                 from_beginning=not args.latest,

@@ -105,23 +105,29 @@ def fields(
 
 def _consume_snippet(spec: EventSpec) -> str:
     model = spec.model.__name__
-    return f"""```python
+    return f"""Subscribing needs a Kafka principal: an admin runs
+`ooda events grant my-team {spec.topic}` and hands over the credentials it prints once
+(`OODA_KAFKA_USERNAME=team-my-team`, ...). The principal may read the topics granted to it, in
+consumer groups named `my-team.<anything>`, and write nothing.
+
+```python
 from aiokafka import AIOKafkaConsumer
-from ooda.events import {model}, decode
+from ooda.bus import KafkaConnection
+from ooda.events import {model}, decode, verify_source
 from ooda.events.envelope import DecodeError, UnknownEventType
 
 consumer = AIOKafkaConsumer(
-    "{spec.topic}", bootstrap_servers="127.0.0.1:9092", group_id="my-team",
-    enable_auto_commit=False, auto_offset_reset="earliest",
+    "{spec.topic}", **KafkaConnection.from_env().options(),  # OODA_KAFKA_* from the grant
+    group_id="my-team.{spec.topic}", enable_auto_commit=False, auto_offset_reset="earliest",
 )
 await consumer.start()
 async for record in consumer:
     try:
-        event = decode(record.key, record.headers, record.value)
+        event = verify_source(decode(record.key, record.headers, record.value))
     except UnknownEventType:
         continue  # a newer event type: skip it
     except DecodeError as exc:
-        continue  # not a platform event; log exc
+        continue  # not a platform event, or from a source that may not publish it; log exc
     assert isinstance(event.data, {model})
     ...  # handle it idempotently: dedupe on event.id (delivery is at-least-once)
     await consumer.commit()
@@ -225,6 +231,13 @@ def index_page() -> str:
             "`.vN` type. The machine-readable contract is `docs/events/asyncapi.yaml` with one "
             "JSON Schema per type in `docs/events/schemas/`; `tests/surfaces/test_catalogue.py` "
             "fails when a contract change would break an existing consumer.",
+            "",
+            "The bus authenticates every client (SASL/SCRAM-SHA-512) and authorises it by ACL: "
+            "each topic is writable only by its producer services, and consumers also refuse an "
+            "event whose `ce_source` is not its type's producer. To subscribe, ask an admin for "
+            "a read-only principal: `ooda events grant TEAM TOPIC` prints its credentials once "
+            "(set them as `OODA_KAFKA_*`); it reads the granted topics in consumer groups named "
+            "`TEAM.<anything>`.",
             "",
             *rows,
             "",

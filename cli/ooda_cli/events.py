@@ -1,16 +1,25 @@
-"""`ooda events tail`: read a topic from any offset and pretty-print its CloudEvents."""
+"""`ooda events tail`: read a topic from any offset and pretty-print its CloudEvents;
+`ooda events grant`: a team's read-only subscription to a topic."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 from rich.json import JSON
 
+from ooda.bus import (
+    BusError,
+    KafkaConnection,
+    grant_subscriber,
+    revoke_subscriber,
+    subscriber_principal,
+)
 from ooda.events import DecodeError, Event, decode
 from ooda.events.contracts import topics
 from ooda_cli.client import FAILED, OK, UNAVAILABLE, USAGE, CliError
@@ -18,17 +27,24 @@ from ooda_cli.client import FAILED, OK, UNAVAILABLE, USAGE, CliError
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """The broker and the topic prefix of the platform to read (`OODA_KAFKA_BOOTSTRAP`, ...)."""
+    """The broker, how to authenticate to it, and the topic prefix of the platform to read
+    (`OODA_KAFKA_BOOTSTRAP`, `OODA_KAFKA_USERNAME`, ... as `ooda.bus.KafkaConnection` reads)."""
 
-    bootstrap: str
+    conn: KafkaConnection
     prefix: str
+
+    @property
+    def bootstrap(self) -> str:
+        return self.conn.bootstrap
 
 
 def kafka_settings(env: dict[str, str] | None = None) -> KafkaSettings:
     env = dict(os.environ) if env is None else env
-    return KafkaSettings(
-        env.get("OODA_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), env.get("OODA_TOPIC_PREFIX", "")
-    )
+    try:
+        conn = KafkaConnection.from_env(env)
+    except ValueError as exc:
+        raise CliError(f"Kafka settings: {exc}", USAGE) from exc
+    return KafkaSettings(conn, env.get("OODA_TOPIC_PREFIX", ""))
 
 
 def event_record(event: Event, topic: str, partition: int, offset: int) -> dict[str, Any]:
@@ -94,7 +110,7 @@ async def _tail(
 
     name = settings.prefix + topic
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
+        **settings.conn.options(),
         enable_auto_commit=False,
         request_timeout_ms=10_000,
         connections_max_idle_ms=60_000,
@@ -177,3 +193,95 @@ def tail(
         )
     except KeyboardInterrupt:
         return OK
+
+
+TEAM_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+
+
+def grant(team: str, topic: str, rotate: bool, console: Console, settings: KafkaSettings) -> int:
+    """Let `team` read `topic` with a principal of its own; print new credentials once."""
+    if not TEAM_PATTERN.match(team):
+        raise CliError(
+            f"team {team!r}: lowercase letters, digits and dashes (it names a Kafka principal)",
+            USAGE,
+        )
+    if topic not in topics():
+        raise CliError(f"unknown topic {topic!r}; one of: {', '.join(topics())}", USAGE)
+    if not settings.conn.sasl:
+        raise CliError(
+            "this broker does not authenticate clients (OODA_KAFKA_SECURITY_PROTOCOL is "
+            f"{settings.conn.security_protocol}): there is nothing to grant",
+            USAGE,
+        )
+    name = settings.prefix + topic
+    try:
+        username, password = asyncio.run(
+            asyncio.wait_for(grant_subscriber(settings.conn, team, name, new_password=rotate), 60)
+        )
+    except BusError as exc:
+        raise CliError(f"{exc} (is OODA_KAFKA_USERNAME the admin principal?)", FAILED) from exc
+    except Exception as exc:
+        raise CliError(
+            f"Kafka refused or is unavailable at {settings.bootstrap}: {exc!r}", UNAVAILABLE
+        ) from exc
+    console.print(
+        f"# {username} may read {name}, in consumer groups named '{team}.<anything>'.",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if password is None:
+        console.print(
+            f"# {username} already had credentials: they are unchanged "
+            "(--rotate-password issues new ones and invalidates the old).",
+            markup=False,
+            highlight=False,
+        )
+        return OK
+    console.print(
+        "# Its credentials, shown once and stored nowhere else; hand them to the team:",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    conn = settings.conn
+    for key, value in (
+        ("OODA_KAFKA_BOOTSTRAP", conn.bootstrap),
+        ("OODA_KAFKA_SECURITY_PROTOCOL", conn.security_protocol),
+        ("OODA_KAFKA_SASL_MECHANISM", conn.sasl_mechanism),
+        ("OODA_KAFKA_USERNAME", username),
+        ("OODA_KAFKA_PASSWORD", password),
+    ):
+        console.print(f"{key}={value}", markup=False, highlight=False, soft_wrap=True)
+    return OK
+
+
+def revoke(team: str, topic: str | None, console: Console, settings: KafkaSettings) -> int:
+    """Take `topic` away from `team`, or (no topic) its principal altogether."""
+    if topic is not None and topic not in topics():
+        raise CliError(f"unknown topic {topic!r}; one of: {', '.join(topics())}", USAGE)
+    if not settings.conn.sasl:
+        raise CliError(
+            "this broker does not authenticate clients: there is nothing to revoke", USAGE
+        )
+    try:
+        username = asyncio.run(
+            asyncio.wait_for(
+                revoke_subscriber(
+                    settings.conn, team, None if topic is None else settings.prefix + topic
+                ),
+                60,
+            )
+        )
+    except BusError as exc:
+        raise CliError(f"{exc} (is OODA_KAFKA_USERNAME the admin principal?)", FAILED) from exc
+    except Exception as exc:
+        raise CliError(
+            f"Kafka refused or is unavailable at {settings.bootstrap}: {exc!r}", UNAVAILABLE
+        ) from exc
+    what = f"may no longer read {settings.prefix + topic}" if topic else "is deleted"
+    console.print(f"{username} {what}", markup=False, highlight=False, soft_wrap=True)
+    return OK
+
+
+__all__ = ["grant", "kafka_settings", "revoke", "subscriber_principal", "tail"]

@@ -565,6 +565,39 @@ def events_tail(
     raise typer.Exit(code)
 
 
+@events_app.command("grant")
+def events_grant(
+    team: Annotated[str, typer.Argument(help="the subscribing team, e.g. payments")],
+    topic: Annotated[str, typer.Argument(help="e.g. deploy-done (see `ooda events topics`)")],
+    rotate: Annotated[
+        bool, typer.Option("--rotate-password", help="new credentials for an existing principal")
+    ] = False,
+) -> None:
+    """Let TEAM read TOPIC with a read-only Kafka principal of its own (team-TEAM, consumer
+    groups TEAM.*); prints new credentials once. Needs the admin principal (OODA_KAFKA_*)."""
+    try:
+        code = events_cmd.grant(team, topic, rotate, console, events_cmd.kafka_settings())
+    except CliError as error:
+        raise _fail(error) from None
+    raise typer.Exit(code)
+
+
+@events_app.command("revoke")
+def events_revoke(
+    team: Annotated[str, typer.Argument(help="the subscribing team")],
+    topic: Annotated[
+        str | None, typer.Argument(help="one topic; none: the principal and all it may read")
+    ] = None,
+) -> None:
+    """Take TOPIC away from TEAM's principal, or delete the principal (credentials and every
+    rule). Needs the admin principal (OODA_KAFKA_*)."""
+    try:
+        code = events_cmd.revoke(team, topic, console, events_cmd.kafka_settings())
+    except CliError as error:
+        raise _fail(error) from None
+    raise typer.Exit(code)
+
+
 @events_app.command("topics")
 def events_topics() -> None:
     """Every topic of the platform, with its event type and producer."""

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from demo.report import (
     slice_trace,
     write_report,
 )
+from ooda.bus import KafkaConnection
 from ooda.scenario import (
     REPO,
     AppPlan,
@@ -107,9 +107,9 @@ async def check_ready(client: httpx.AsyncClient, platform: Platform) -> None:
             raise DemoError(f"{name} at {base} is not ready: {response.text[:300]}")
 
 
-async def end_offsets(bootstrap: str) -> dict[str, int]:
+async def end_offsets(kafka: KafkaConnection) -> dict[str, int]:
     """Records ever written per domain topic and its dead-letter topic (sum of end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka.options(), enable_auto_commit=False)
     await consumer.start()
     try:
         out = {}
@@ -343,12 +343,12 @@ async def demo(args: argparse.Namespace) -> int:
         # (with the compressed history; history at its original timestamps keeps real days).
         season_s=None if original else 86400.0 / ratio,
     )
-    bootstrap = env.get("OODA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    kafka = KafkaConnection.from_env(env)  # the admin principal of the env file
     out_dir = REPO / "reports" / f"demo-{stamp}"
 
     async with httpx.AsyncClient(timeout=30.0) as client:
         await check_ready(client, platform)
-        before = await end_offsets(bootstrap)
+        before = await end_offsets(kafka)
         say(
             f"App {app}: {trace.name} steps {piece.start_index}.."
             f"{piece.start_index + len(piece.values)} "
@@ -470,7 +470,7 @@ async def demo(args: argparse.Namespace) -> int:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await watch.poll_once()
-        after = await end_offsets(bootstrap)
+        after = await end_offsets(kafka)
 
         run = RunData(
             app=app,
@@ -511,7 +511,7 @@ async def demo(args: argparse.Namespace) -> int:
     print(f"  curl -s '{platform.decision}/v1/apps/{app}/decisions?published=true'")
     print(f"  curl -s '{platform.pipeline}/v1/changes?app={app}'")
     print(f"  curl -s '{platform.monitor}/v1/targets?app={app}'")
-    print(f"  kcat -b {bootstrap} -C -t scale-decided -o beginning -e -q | grep {app}")
+    print(f"  .venv/bin/ooda events tail scale-decided --from-beginning --idle 2 | grep -A3 {app}")
     print("  API docs: http://127.0.0.1:800{1..5}/docs")
     print(f"wall time {time.monotonic() - wall_start:.0f}s")
     return 0
@@ -568,8 +568,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if not shutil.which("kcat"):
-        print("(kcat is not installed: `apt-get install kcat` to read the raw records)")
     try:
         return asyncio.run(demo(args))
     except DemoError as exc:

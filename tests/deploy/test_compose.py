@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ooda.testing import REPO, SERVICES
+from ooda.testing import REPO, SERVICES, TOKEN_SERVICES
 
 pytestmark = pytest.mark.unit
 COMPOSE = REPO / "deploy" / "compose"
@@ -67,15 +67,24 @@ def test_services_get_every_required_setting_from_the_environment() -> None:
     services = load()["services"]
     for name in SERVICES:
         env = services[name]["environment"]
-        for key in (f"{name.upper()}_DATABASE_URL", "OODA_KAFKA_BOOTSTRAP", "OODA_AUTH_SECRET"):
+        for key in (f"{name.upper()}_DATABASE_URL", "OODA_KAFKA_BOOTSTRAP"):
             assert key in env, f"{name} lacks {key}"
         assert env[f"{name.upper()}_HOST"] == "0.0.0.0"
+        # Its own Kafka principal; the token secret only where tokens are verified.
+        assert env["OODA_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+        assert env["OODA_KAFKA_USERNAME"] == name
+        assert env["OODA_KAFKA_PASSWORD"].startswith(f"${{{name.upper()}_KAFKA_PASSWORD")
+        assert ("OODA_AUTH_SECRET" in env) == (name in TOKEN_SERVICES), name
 
 
-def test_the_topic_list_mounted_into_kafka_init_is_the_one_deploy_local_uses() -> None:
-    (mount,) = load()["services"]["kafka-init"]["volumes"]
-    source = mount.split(":")[0]
-    assert (COMPOSE / source).resolve() == (REPO / "deploy" / "local" / "topics.txt").resolve()
+def test_kafka_init_reads_the_topic_list_and_acls_that_deploy_local_uses() -> None:
+    mounts = {
+        m.split(":")[1]: (COMPOSE / m.split(":")[0]).resolve()
+        for m in load()["services"]["kafka-init"]["volumes"]
+    }
+    assert mounts["/topics.txt"] == (REPO / "deploy" / "local" / "topics.txt").resolve()
+    assert mounts["/acls.txt"] == (REPO / "deploy" / "local" / "acls.txt").resolve()
+    assert mounts["/ooda/init.sh"].is_file()
 
 
 def test_grafana_is_provisioned_with_the_generated_dashboards_and_prometheus() -> None:

@@ -103,7 +103,7 @@ async def read_events(platform: Platform, topics: tuple[str, ...] = LOOP_TOPICS)
     """Every event on the platform's prefixed `topics`, from the beginning, as it stands now."""
     consumer = AIOKafkaConsumer(
         *(platform.prefix + t for t in topics),
-        bootstrap_servers=platform.infra.kafka_bootstrap,
+        **platform.infra.kafka().options(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=unique("loop-reader"),

@@ -129,7 +129,7 @@ async def test_a_garbage_message_is_dead_lettered_and_the_loop_goes_on(
     platform: Platform, http: httpx.AsyncClient, app_id: str
 ) -> None:
     topic = platform.prefix + "metric-observed"
-    producer = AIOKafkaProducer(bootstrap_servers=platform.infra.kafka_bootstrap)
+    producer = AIOKafkaProducer(**platform.infra.kafka().options())
     await producer.start()
     marker = unique("garbage").encode()
     try:
@@ -145,7 +145,7 @@ async def test_a_garbage_message_is_dead_lettered_and_the_loop_goes_on(
     await wait_for_load(http, platform, app_id, 1)
     consumer = AIOKafkaConsumer(
         topic + ".dlq",
-        bootstrap_servers=platform.infra.kafka_bootstrap,
+        **platform.infra.kafka().options(),
         auto_offset_reset="earliest",
         group_id=unique("dlq-reader"),
     )

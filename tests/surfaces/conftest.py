@@ -23,6 +23,7 @@ from ooda.testing import (
     ServiceProcess,
     create_topics,
     delete_topics,
+    kafka_env,
     platform_processes,
     unique,
 )
@@ -50,7 +51,7 @@ class Surface:
         """What a user exports to point `ooda` (and the example subscriber) at this platform."""
         env = {f"OODA_{name.upper()}_URL": self.url(name) for name in SERVICES}
         return env | {
-            "OODA_KAFKA_BOOTSTRAP": self.infra.kafka_bootstrap,
+            **kafka_env(self.infra.kafka()),
             "OODA_TOPIC_PREFIX": self.prefix,
             "OODA_TOKEN": self.token("ops", "admin"),
             "COLUMNS": "200",

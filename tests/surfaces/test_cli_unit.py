@@ -403,3 +403,17 @@ def test_spec_diff_ignores_cmdb_metadata_and_empty_defaults() -> None:
         ("-", "attributes.capacity_rps", 40)
     ]
     assert diff_specs(None, {"version": "1"}) == [("+", "version", "1")]
+
+
+def test_events_grant_of_a_team_name_unfit_for_a_principal_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli.app, ["events", "grant", "Pay Ments", "deploy-done"])
+    assert result.exit_code == 2 and "lowercase letters" in result.output
+
+
+def test_events_grant_on_a_broker_without_authentication_is_a_usage_error() -> None:
+    result = CliRunner().invoke(
+        cli.app,
+        ["events", "grant", "payments", "deploy-done"],
+        env={"OODA_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+    )
+    assert result.exit_code == 2 and "does not authenticate clients" in result.output

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from ooda.auth import issue_token
+from ooda.bus import grant_subscriber, revoke_subscriber
 from ooda.testing import unique
 
 from .conftest import Surface
@@ -22,12 +23,18 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "subscriber.py"
 
 async def test_the_example_subscriber_decodes_a_live_cmdb_changed_event(surface: Surface) -> None:
     app = unique("sub")
+    team = unique("team")
     env = dict(os.environ) | surface.cli_env
+    if surface.infra.kafka().sasl:  # as another team runs it: with its own read-only principal
+        topic = surface.prefix + "cmdb-changed"
+        user, password = await grant_subscriber(surface.infra.kafka(), team, topic)
+        assert password is not None
+        env |= {"OODA_KAFKA_USERNAME": user, "OODA_KAFKA_PASSWORD": password}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLE),
         "--group",
-        unique("team"),
+        f"{team}.example",
         "--latest",
         "cmdb-changed",
         env=env,
@@ -58,6 +65,8 @@ async def test_the_example_subscriber_decodes_a_live_cmdb_changed_event(surface:
     finally:
         proc.terminate()
         _, stderr = await proc.communicate()
+        if surface.infra.kafka().sasl:
+            await revoke_subscriber(surface.infra.kafka(), team)
     mine = [line for line in lines if f"app={app}" in line]
     assert mine[0].split()[1] == "io.ooda.cmdb.changed.v1"
     assert '"actor":"team-lead"' in mine[0]

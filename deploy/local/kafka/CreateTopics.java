@@ -1,8 +1,10 @@
 // Creates several Kafka topics in one JVM with TopicCommand's own code (TopicCommand.TopicService),
 // since each `TopicCommand --create` call is a separate, slow JVM start. Run by ooda-local as a
 // single-file source program:
-//   java -cp '<libs>/*' CreateTopics.java <bootstrap> <topic>:<partitions> ...
+//   java -cp '<libs>/*' CreateTopics.java <admin client properties> <bootstrap> <topic>:<partitions> ...
 // Each topic is created with --if-not-exists and replication factor 1.
+import java.io.FileInputStream;
+import java.io.InputStream;
 import java.util.Optional;
 import java.util.Properties;
 import org.apache.kafka.tools.TopicCommand;
@@ -24,14 +26,19 @@ public class CreateTopics {
     }
 
     private static void run(String[] args) throws Exception {
-        if (args.length < 2) {
-            System.err.println("usage: CreateTopics <bootstrap-server> <topic>:<partitions> ...");
+        if (args.length < 3) {
+            System.err.println("usage: CreateTopics <client.properties> <bootstrap-server> <topic>:<partitions> ...");
             System.exit(2);
         }
-        String bootstrap = args[0];
+        // The admin principal's SASL settings (like TopicCommand's --command-config).
+        Properties client = new Properties();
+        try (InputStream in = new FileInputStream(args[0])) {
+            client.load(in);
+        }
+        String bootstrap = args[1];
         try (TopicCommand.TopicService service =
-                new TopicCommand.TopicService(new Properties(), Optional.of(bootstrap))) {
-            for (int i = 1; i < args.length; i++) {
+                new TopicCommand.TopicService(client, Optional.of(bootstrap))) {
+            for (int i = 2; i < args.length; i++) {
                 int colon = args[i].lastIndexOf(':');
                 String topic = args[i].substring(0, colon);
                 String partitions = args[i].substring(colon + 1);

@@ -198,7 +198,7 @@ async def current_actor(
     settings = request.app.state.settings
     try:
         return verify_token(
-            settings.auth_secret.get_secret_value(),
+            settings.token_secret(),
             credentials.credentials,
             settings.service_name,
             max_ttl_seconds=settings.auth_max_ttl_seconds,

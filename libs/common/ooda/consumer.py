@@ -28,9 +28,10 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from sqlalchemy import ARRAY, Text, cast, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ooda.bus import KafkaConnection, kafka_options
 from ooda.db import Messaging, database_answers
 from ooda.events import DecodeError, Event, decode
-from ooda.events.envelope import Headers, UnknownEventType
+from ooda.events.envelope import Headers, UnknownEventType, verify_source
 from ooda.metrics import CONSUMED, CONSUMER_FAILURES, CONSUMER_LAG, HANDLE_SECONDS
 from ooda.outbox import MAX_RECORD_BYTES, Outbox, record_size
 from ooda.telemetry import context_from, tracer
@@ -123,7 +124,7 @@ class EventConsumer:
         sessions: async_sessionmaker[AsyncSession],
         messaging: Messaging,
         outbox: Outbox,
-        bootstrap: str,
+        bootstrap: str | KafkaConnection,
         max_attempts: int = 4,
         backoff_seconds: float = 0.2,
         max_records: int = 500,
@@ -145,7 +146,7 @@ class EventConsumer:
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             *self.topics,
-            bootstrap_servers=self.bootstrap,
+            **kafka_options(self.bootstrap),
             group_id=self.group_id,
             client_id=f"{self.service}-{self.group_id}",
             enable_auto_commit=False,  # offsets are committed only after the database commit
@@ -207,7 +208,7 @@ class EventConsumer:
 
     def _decode(self, record: ConsumerRecord) -> Incoming:
         try:
-            event = decode(record.key, record.headers, record.value)
+            event = verify_source(decode(record.key, record.headers, record.value))
         except UnknownEventType as exc:
             return Incoming(record, None, str(exc), ignored=True)
         except DecodeError as exc:

@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from ooda.bus import KafkaConnection, kafka_options
 from ooda.db import OUTBOX_CHANNEL, Messaging, asyncpg_dsn
 from ooda.events import Event, Payload, encode
 from ooda.events.envelope import Headers
@@ -131,10 +132,10 @@ class Outbox:
         session.add(row)
 
 
-def new_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+def new_producer(bootstrap: str | KafkaConnection, client_id: str) -> AIOKafkaProducer:
     """An idempotent producer that waits for all in-sync replicas and batches briefly."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka_options(bootstrap),
         client_id=client_id,
         enable_idempotence=True,
         acks="all",

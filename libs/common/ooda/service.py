@@ -198,7 +198,7 @@ def create_service_app(
         engine = create_engine(settings.database_url)
         trace_queries(engine)
         outbox = Outbox(messaging, source=f"/ooda/{name}", topic_prefix=settings.topic_prefix)
-        producer = new_producer(settings.kafka_bootstrap, client_id=f"ooda-{name}")
+        producer = new_producer(settings.kafka(), client_id=f"ooda-{name}")
         rt = Runtime(
             settings=settings,
             engine=engine,
@@ -221,7 +221,7 @@ def create_service_app(
                     sessions=rt.sessions,
                     messaging=messaging,
                     outbox=outbox,
-                    bootstrap=settings.kafka_bootstrap,
+                    bootstrap=settings.kafka(),
                     max_attempts=settings.consumer_max_attempts,
                 )
             )

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ooda.bus import KafkaConnection
 
 # Markers of the values shipped in examples (deploy/compose/.env.example) and of placeholders:
 # a secret containing one is public, so anyone could sign tokens with it.
@@ -38,7 +47,25 @@ class ServiceSettings(BaseSettings):
         ..., description="SQLAlchemy URL of the service's own database (postgresql+asyncpg://...)"
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared("OODA_KAFKA_BOOTSTRAP"))
-    auth_secret: SecretStr = Field(..., min_length=32, validation_alias=shared("OODA_AUTH_SECRET"))
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        "PLAINTEXT", validation_alias=shared("OODA_KAFKA_SECURITY_PROTOCOL")
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        "SCRAM-SHA-512", validation_alias=shared("OODA_KAFKA_SASL_MECHANISM")
+    )
+    kafka_username: str | None = Field(
+        None,
+        validation_alias=shared("OODA_KAFKA_USERNAME"),
+        description="this service's own Kafka principal (SASL)",
+    )
+    kafka_password: SecretStr | None = Field(None, validation_alias=shared("OODA_KAFKA_PASSWORD"))
+    kafka_ssl_cafile: str | None = Field(None, validation_alias=shared("OODA_KAFKA_SSL_CAFILE"))
+    auth_secret: SecretStr | None = Field(
+        None,
+        min_length=32,
+        validation_alias=shared("OODA_AUTH_SECRET"),
+        description="verifies bearer tokens; only services with token-protected routes get it",
+    )
     auth_max_ttl_seconds: int = Field(
         24 * 3600,
         ge=60,
@@ -78,7 +105,9 @@ class ServiceSettings(BaseSettings):
 
     @field_validator("auth_secret")
     @classmethod
-    def _not_a_placeholder(cls, value: SecretStr) -> SecretStr:
+    def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
         text = value.get_secret_value().lower()
         if any(marker in text for marker in PLACEHOLDER_MARKERS):
             raise ValueError(
@@ -86,6 +115,33 @@ class ServiceSettings(BaseSettings):
                 "characters (e.g. `openssl rand -base64 48`)"
             )
         return value
+
+    verifies_tokens: ClassVar[bool] = True
+    """Whether the service has routes that need a bearer token (and so needs the secret)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> ServiceSettings:
+        if self.verifies_tokens and self.auth_secret is None:
+            raise ValueError("OODA_AUTH_SECRET is required: this service verifies bearer tokens")
+        self.kafka()  # SASL without a username or password stops the service here
+        return self
+
+    def kafka(self) -> KafkaConnection:
+        """How this service reaches and authenticates to Kafka (its own principal)."""
+        return KafkaConnection(
+            self.kafka_bootstrap,
+            self.kafka_security_protocol,
+            self.kafka_sasl_mechanism,
+            self.kafka_username,
+            self.kafka_password,
+            self.kafka_ssl_cafile,
+        )
+
+    def token_secret(self) -> str:
+        """The secret bearer tokens are signed with."""
+        if self.auth_secret is None:
+            raise RuntimeError("OODA_AUTH_SECRET is not set for this service")
+        return self.auth_secret.get_secret_value()
 
 
 S = TypeVar("S", bound=ServiceSettings)

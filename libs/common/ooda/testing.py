@@ -23,14 +23,24 @@ from typing import Any
 
 import pytest
 
+from ooda.bus import KafkaConnection, read_acls, read_env_file
+from ooda.db import Messaging
+from ooda.events import Event, Payload, spec_for_payload
+from ooda.outbox import Outbox
+
 REPO = Path(__file__).resolve().parents[3]
 LOCAL_ENV = Path(os.environ.get("OODA_LOCAL_DIR", REPO / ".local")) / "ooda.env"
 SERVICES = ("cmdb", "pipeline", "monitor", "elastic", "decision")
+TOKEN_SERVICES = ("cmdb", "pipeline", "monitor", "elastic")
+"""The services with token-protected routes: only they are given the token secret."""
+ACL_FILE = REPO / "deploy" / "local" / "acls.txt"
 
 
 @dataclass
 class Infra:
-    """Where the real broker and databases are, and the secret tokens are signed with."""
+    """Where the real broker and databases are, the secret tokens are signed with, and the Kafka
+    principals: the admin's (`kafka()`) and each service's (`kafka("cmdb")`) where the broker
+    authenticates clients."""
 
     kafka_bootstrap: str
     database_urls: dict[str, str]
@@ -38,21 +48,46 @@ class Infra:
     origin: str
     admin_url: str | None = None
     _cleanup: list[contextlib.AbstractContextManager[object]] = field(default_factory=list)
+    kafka_admin: KafkaConnection | None = None
+    kafka_services: dict[str, KafkaConnection] = field(default_factory=dict)
 
     def database_url(self, name: str) -> str:
         """The SQLAlchemy URL of database `name` (a service name or `ooda_test`)."""
         return self.database_urls[name]
 
+    def kafka(self, principal: str | None = None) -> KafkaConnection:
+        """The admin's Kafka connection, or a service's (the admin's on a broker without SASL)."""
+        admin = self.kafka_admin or KafkaConnection(self.kafka_bootstrap)
+        if principal is None or not admin.sasl:
+            return admin
+        return self.kafka_services[principal]
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines of an env file."""
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
-    return values
+
+def kafka_env(conn: KafkaConnection) -> dict[str, str]:
+    """The `OODA_KAFKA_*` variables that make a process connect as `conn` does."""
+    env = {
+        "OODA_KAFKA_BOOTSTRAP": conn.bootstrap,
+        "OODA_KAFKA_SECURITY_PROTOCOL": conn.security_protocol,
+        "OODA_KAFKA_SASL_MECHANISM": conn.sasl_mechanism,
+    }
+    if conn.username and conn.password:
+        env["OODA_KAFKA_USERNAME"] = conn.username
+        env["OODA_KAFKA_PASSWORD"] = conn.password.get_secret_value()
+    if conn.ssl_cafile:
+        env["OODA_KAFKA_SSL_CAFILE"] = conn.ssl_cafile
+    return env
+
+
+def kafka_settings(conn: KafkaConnection) -> dict[str, Any]:
+    """The settings fields (`ServiceSettings`) that make a service connect as `conn` does."""
+    return {
+        "kafka_bootstrap": conn.bootstrap,
+        "kafka_security_protocol": conn.security_protocol,
+        "kafka_sasl_mechanism": conn.sasl_mechanism,
+        "kafka_username": conn.username,
+        "kafka_password": conn.password,
+        "kafka_ssl_cafile": conn.ssl_cafile,
+    }
 
 
 def _from_mapping(env: dict[str, str], origin: str) -> Infra | None:
@@ -65,7 +100,21 @@ def _from_mapping(env: dict[str, str], origin: str) -> Infra | None:
     if not bootstrap or "ooda_test" not in urls:
         return None
     secret = env.get("OODA_AUTH_SECRET") or uuid.uuid4().hex * 2
-    return Infra(bootstrap, urls, secret, origin, env.get("OODA_PG_ADMIN_URL"))
+    admin = KafkaConnection.from_env(env)
+    services = {
+        name: KafkaConnection.from_env(env, prefix=f"{name.upper()}_KAFKA_")
+        for name in SERVICES
+        if env.get(f"{name.upper()}_KAFKA_PASSWORD")
+    }
+    return Infra(
+        bootstrap,
+        urls,
+        secret,
+        origin,
+        env.get("OODA_PG_ADMIN_URL"),
+        kafka_admin=admin,
+        kafka_services=services,
+    )
 
 
 def _docker_answers() -> bool:
@@ -168,31 +217,42 @@ async def drop_database(infra: Infra, url: str) -> None:
 
 
 async def create_topics(infra: Infra, prefix: str, partitions: int = 3) -> None:
-    """Every catalog topic and its dead-letter topic, under `prefix`."""
+    """Every catalog topic and its dead-letter topic, under `prefix`, with the ACLs of
+    deploy/local/acls.txt for them (and the services' groups under `prefix`) where the broker
+    authorises clients."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from ooda.bus import BusAdmin
     from ooda.events.contracts import topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**infra.kafka().options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(prefix + t, partitions, 1) for t in topics()])
     finally:
         await admin.close()
+    if infra.kafka().sasl:
+        async with BusAdmin(infra.kafka()) as bus:
+            await bus.create_acls(acl.prefixed(prefix) for acl in read_acls(ACL_FILE))
 
 
 async def delete_topics(infra: Infra, prefix: str) -> None:
-    """Delete the topics `create_topics` made under `prefix` (tests tidy the shared broker)."""
+    """Delete the topics `create_topics` made under `prefix`, and their ACLs (tests tidy the
+    shared broker)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from ooda.bus import BusAdmin
     from ooda.events.contracts import topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**infra.kafka().options())
     await admin.start()
     try:
         await admin.delete_topics([prefix + t for t in topics()])
     finally:
         await admin.close()
+    if infra.kafka().sasl:
+        async with BusAdmin(infra.kafka()) as bus:
+            await bus.delete_acls(acl.prefixed(prefix) for acl in read_acls(ACL_FILE))
 
 
 def free_port() -> int:
@@ -265,6 +325,21 @@ class ServiceProcess:
             self.kill()
 
 
+class ProducerOutbox(Outbox):
+    """The outbox of a service under test: its own events carry its own `ce_source`; an event of
+    a type another service publishes (a test injecting it through this service's relay) carries
+    that service's, as consumers check."""
+
+    def __init__(self, messaging: Messaging, service: str, topic_prefix: str) -> None:
+        super().__init__(messaging, source=f"/ooda/{service}", topic_prefix=topic_prefix)
+        self.own = f"/ooda/{service}"
+
+    def add(self, session: Any, payload: Payload, *, event_id: str | None = None) -> Event:
+        sources = spec_for_payload(payload).sources
+        self.source = self.own if self.own in sources else sources[0]
+        return super().add(session, payload, event_id=event_id)
+
+
 @dataclass
 class RunningService:
     """A service app running in this process (lifespan started), with an HTTP client for it."""
@@ -278,7 +353,7 @@ class RunningService:
         """Authorization header for `subject` with `scopes`, for this service."""
         from ooda.auth import issue_token
 
-        secret = self.settings.auth_secret.get_secret_value()
+        secret = self.settings.token_secret()
         token = issue_token(secret, subject, list(scopes), audience=self.settings.service_name)
         return {"Authorization": f"Bearer {token}"}
 
@@ -295,7 +370,11 @@ async def running_service(
     """Start a service in-process on a fresh database and fresh topics; stop and tidy after.
 
     The lifespan runs for real (outbox relay, consumers), so service integration tests exercise
-    the same code as production; `overrides` set any other settings field.
+    the same code as production; `overrides` set any other settings field. The service connects
+    to Kafka as the admin principal, and `runtime.outbox` writes other services' event types in
+    their name (`ProducerOutbox`): tests inject the events other services publish through its
+    relay. The services' own principals and ACLs are exercised by the process-level tests
+    (`platform_processes`) and the bus tests.
     """
     import asyncio
 
@@ -311,7 +390,7 @@ async def running_service(
     await wait_and_upgrade(migrations_dir, url)
     settings = settings_cls(
         database_url=url,
-        kafka_bootstrap=infra.kafka_bootstrap,
+        **kafka_settings(infra.kafka()),
         auth_secret=SecretStr(infra.auth_secret),
         topic_prefix=prefix,
         outbox_poll_seconds=0.2,
@@ -325,6 +404,7 @@ async def running_service(
                 rt = app.state.runtime
                 async with asyncio.timeout(30):
                     await rt.kafka_started.wait()
+                rt.outbox = ProducerOutbox(rt.messaging, settings.service_name, prefix)
                 yield RunningService(app, client, settings, prefix)
     finally:
         await delete_topics(infra, prefix)
@@ -343,9 +423,11 @@ async def platform_processes(
     cmdb_url = f"http://127.0.0.1:{ports['cmdb']}"
     services = {}
     for name in SERVICES:
-        env = dict(os.environ) | {
-            "OODA_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-            "OODA_AUTH_SECRET": infra.auth_secret,
+        # Each service gets its own variables only, as `ooda-local up` starts it: its database,
+        # its Kafka principal, the token secret if it verifies tokens.
+        env = {k: v for k, v in os.environ.items() if not _secret_variable(k)} | {
+            **kafka_env(infra.kafka(name)),
+            **({"OODA_AUTH_SECRET": infra.auth_secret} if name in TOKEN_SERVICES else {}),
             "OODA_TOPIC_PREFIX": prefix,
             "OODA_LOG_LEVEL": "INFO",
             f"{name.upper()}_DATABASE_URL": await create_database(infra, name),
@@ -357,6 +439,14 @@ async def platform_processes(
         }
         services[name] = ServiceProcess(name, env, ports[name], logs / f"{name}.log")
     return services
+
+
+def _secret_variable(name: str) -> bool:
+    """Credentials a service must not inherit from the test's environment (others' included)."""
+    return name.endswith(("_DATABASE_URL", "_KAFKA_USERNAME", "_KAFKA_PASSWORD")) or name in (
+        "OODA_AUTH_SECRET",
+        "OODA_PG_ADMIN_URL",
+    )
 
 
 def _ooda_local(env: dict[str, str], *args: str, timeout_s: float = 300.0) -> str:

@@ -1,5 +1,7 @@
 """Settings of the decision service, read from `DECISION_*` and `OODA_*` environment variables."""
 
+from typing import ClassVar
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -12,6 +14,7 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DECISION_", extra="ignore")
 
     service_name: str = "decision"
+    verifies_tokens: ClassVar[bool] = False  # read-only HTTP API: it is not given the secret
     port: int = 8005
     cmdb_url: str = Field("http://127.0.0.1:8001", description="where application specs are read")
     default_policy: str = Field("predictive", description="policy when a spec names none")

@@ -77,7 +77,7 @@ def monitor_gate(settings: Settings, cmdb: Cmdb) -> MonitorGate:
             slo = (None, None)
         return limits_from(slo, settings.gate_max_error_rate, settings.gate_max_latency_p99_ms)
 
-    secret = settings.auth_secret.get_secret_value()
+    secret = settings.token_secret()
 
     def token() -> str:
         # The pipeline's own short-lived `deploy` token: it announces new instances to scrape.

@@ -14,7 +14,7 @@ from ooda.events.contracts import (
     spec_for_payload,
     spec_for_type,
 )
-from ooda.events.envelope import DecodeError, Event, decode, encode
+from ooda.events.envelope import DecodeError, Event, decode, encode, verify_source
 
 __all__ = [
     "CATALOG",
@@ -33,4 +33,5 @@ __all__ = [
     "encode",
     "spec_for_payload",
     "spec_for_type",
+    "verify_source",
 ]

@@ -124,12 +124,27 @@ def asyncapi() -> dict[str, Any]:
             "local": {
                 "host": "127.0.0.1:9092",
                 "protocol": "kafka",
-                "description": "the broker started by deploy/local",
+                "description": "the broker started by deploy/local (SASL_PLAINTEXT on 127.0.0.1)",
+                "security": [{"$ref": "#/components/securitySchemes/scram"}],
             }
         },
         "channels": channels,
         "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {
+            "messages": messages,
+            "schemas": schemas,
+            "securitySchemes": {
+                "scram": {
+                    "type": "scramSha512",
+                    "description": (
+                        "Every client authenticates with SASL/SCRAM-SHA-512 and is authorised by "
+                        "ACL: each topic is writable only by its producer services. Subscribers "
+                        "get a read-only principal from `ooda events grant TEAM TOPIC` and "
+                        "consume in consumer groups named `TEAM.<anything>`."
+                    ),
+                }
+            },
+        },
     }
 
 

@@ -220,6 +220,16 @@ class EventSpec:
     description: str
 
     @property
+    def producers(self) -> tuple[str, ...]:
+        """The services that publish this type (the only principals that may write its topic)."""
+        return tuple(name.strip() for name in self.producer.split(","))
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The CloudEvents `source` of each producer (`/ooda/<service>`)."""
+        return tuple(f"/ooda/{name}" for name in self.producers)
+
+    @property
     def dead_letter_topic(self) -> str:
         """Where consumers put messages of this topic that they cannot process."""
         return f"{self.topic}.dlq"

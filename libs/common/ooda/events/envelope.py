@@ -153,3 +153,18 @@ def decode(key: bytes | None, headers: Headers | None, value: bytes | None) -> E
         traceparent=header(headers, "traceparent"),
         tracestate=header(headers, "tracestate"),
     )
+
+
+def verify_source(event: Event) -> Event:
+    """The event, if its `ce_source` names a service that may publish its type; else DecodeError.
+
+    The broker's ACLs let only a topic's producers write to it; this refuses the records one of
+    them writes in another's name (e.g. a `change-requested` claiming to come from the pipeline).
+    """
+    spec = spec_for_type(event.type)
+    if spec is not None and event.source not in spec.sources:
+        raise DecodeError(
+            f"{event.type}: ce_source {event.source[:200]!r} may not publish this type "
+            f"(allowed: {', '.join(spec.sources)})"
+        )
+    return event

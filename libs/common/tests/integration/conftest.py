@@ -73,7 +73,7 @@ async def prefix(infra: Infra) -> AsyncIterator[str]:
 
 
 def relay_for(store: Store, infra: Infra, name: str = "test") -> tuple[OutboxRelay, object]:
-    producer = new_producer(infra.kafka_bootstrap, client_id=unique("relay"))
+    producer = new_producer(infra.kafka(), client_id=unique("relay"))
     return OutboxRelay(store.engine, store.messaging, producer, name, poll_seconds=0.2), producer
 
 
@@ -81,7 +81,7 @@ async def read_topic(infra: Infra, topic: str, count: int, timeout: float = 20.0
     """Read `count` records from the beginning of a topic (fail after `timeout`)."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=infra.kafka_bootstrap,
+        **infra.kafka().options(),
         auto_offset_reset="earliest",
         group_id=unique("reader"),
         enable_auto_commit=False,
@@ -107,7 +107,7 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> 
 
 
 def outbox_for(store: Store, prefix: str) -> Outbox:
-    return Outbox(store.messaging, source="/ooda/test", topic_prefix=prefix)
+    return Outbox(store.messaging, source="/ooda/monitor", topic_prefix=prefix)
 
 
 @pytest.fixture(autouse=True, scope="session")

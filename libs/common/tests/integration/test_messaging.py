@@ -42,7 +42,7 @@ def consumer_for(store: Store, infra: Infra, prefix: str, handler: Any, **kw: An
         sessions=store.sessions,
         messaging=store.messaging,
         outbox=outbox_for(store, prefix),
-        bootstrap=infra.kafka_bootstrap,
+        bootstrap=infra.kafka(),
         **kw,
     )
 
@@ -143,7 +143,7 @@ async def _inbox_count(store: Store, group: str, n: int) -> bool:
 
 
 async def produce(infra: Infra, topic: str, records: list[tuple[bytes | None, Any, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
+    producer = AIOKafkaProducer(**infra.kafka().options())
     await producer.start()
     try:
         for key, headers, value in records:
@@ -156,7 +156,7 @@ async def test_a_duplicate_delivery_changes_nothing(
     store: Store, infra: Infra, prefix: str
 ) -> None:
     app = unique("app")
-    event = Event.new(metric(app), source="/test")
+    event = Event.new(metric(app), source="/ooda/monitor")
     record = encode(event)
     await produce(infra, prefix + "metric-observed", [record, record, record])
     consumer = consumer_for(store, infra, prefix, recording_handler(store))
@@ -187,7 +187,7 @@ async def test_a_garbage_message_is_dead_lettered_and_later_messages_are_process
     store: Store, infra: Infra, prefix: str
 ) -> None:
     app = unique("app")
-    good = [encode(Event.new(metric(app), source="/test")) for _ in range(3)]
+    good = [encode(Event.new(metric(app), source="/ooda/monitor")) for _ in range(3)]
     garbage: list[tuple[bytes | None, Any, bytes]] = [
         (b"x", None, b"\x00not json"),
         (
@@ -240,9 +240,9 @@ async def test_an_event_whose_handler_keeps_failing_is_dead_lettered_after_retri
         await record(session, event)
 
     records = [
-        encode(Event.new(metric(app), source="/t")),
-        encode(Event.new(metric(poison), source="/t")),
-        encode(Event.new(metric(app), source="/t")),
+        encode(Event.new(metric(app), source="/ooda/monitor")),
+        encode(Event.new(metric(poison), source="/ooda/monitor")),
+        encode(Event.new(metric(app), source="/ooda/monitor")),
     ]
     await produce(infra, prefix + "metric-observed", records)
     consumer = consumer_for(store, infra, prefix, handler, max_attempts=3, backoff_seconds=0.01)
@@ -281,7 +281,7 @@ async def test_every_event_type_round_trips_through_kafka_and_parses_with_the_sd
     )
     assert ce.get_specversion() == "1.0"
     assert ce.get_type() == spec.type and ce.get_id() == sent.id
-    assert ce.get_source() == "/ooda/test" and ce.get_subject() == app
+    assert ce.get_source() == "/ooda/monitor" and ce.get_subject() == app
     assert ce.get_datacontenttype() == "application/json"
     assert rec.key == app.encode()  # type: ignore[attr-defined]
     assert spec.model.model_validate(ce.get_data()) == payload
@@ -322,9 +322,9 @@ async def test_a_record_with_an_over_long_event_id_is_dead_lettered_and_the_next
     store: Store, infra: Infra, prefix: str
 ) -> None:
     app = unique("app")
-    key, headers, value = encode(Event.new(metric(app), source="/test"))
+    key, headers, value = encode(Event.new(metric(app), source="/ooda/monitor"))
     long_id = [(k, b"i" * 10_240 if k == "ce_id" else v) for k, v in headers]
-    good = encode(Event.new(metric(app), source="/test"))
+    good = encode(Event.new(metric(app), source="/ooda/monitor"))
     await produce(infra, prefix + "metric-observed", [(key, long_id, value), good])
     consumer = consumer_for(
         store, infra, prefix, recording_handler(store), max_attempts=2, backoff_seconds=0.01
@@ -351,7 +351,7 @@ async def test_a_dead_letter_that_cannot_be_written_is_skipped_and_counted_never
 ) -> None:
     app = unique("app")
     garbage: tuple[bytes | None, Any, bytes] = (app.encode(), None, b"\x00not json")
-    good = encode(Event.new(metric(app), source="/test"))
+    good = encode(Event.new(metric(app), source="/ooda/monitor"))
     await produce(infra, prefix + "metric-observed", [garbage, good])
 
     def refuse(*args: Any, **kw: Any) -> None:
@@ -391,7 +391,7 @@ async def test_a_dead_letter_copy_of_a_record_near_the_size_limit_is_truncated_a
     huge = (
         b"\x00" + b"z" * 1_048_300
     )  # as large as the broker takes; with dead-letter headers, more
-    good = encode(Event.new(metric(app), source="/test"))
+    good = encode(Event.new(metric(app), source="/ooda/monitor"))
     await produce(infra, prefix + "metric-observed", [(app.encode(), None, huge), good])
     consumer = consumer_for(store, infra, prefix, recording_handler(store))
     task = await running(consumer)
@@ -473,3 +473,30 @@ async def test_a_dead_letter_refused_whole_is_written_again_cut_short(
     headers = dict(dead.headers)  # type: ignore[attr-defined]
     assert headers["note"] == b"n" * 1024 and dead.value == b"\x00x"  # type: ignore[attr-defined]
     assert headers["ooda_dlq_truncated"].startswith(b"value 2 -> 2 bytes")
+
+
+async def test_an_event_whose_source_may_not_publish_its_type_is_dead_lettered_with_the_reason(
+    store: Store, infra: Infra, prefix: str
+) -> None:
+    app = unique("app")
+    # A producer allowed on the topic by the broker (or a stolen credential) writing in the name
+    # of another service: metric-observed comes from the monitor only.
+    forged = encode(Event.new(metric(app), source="/ooda/pipeline"))
+    genuine = encode(Event.new(metric(app), source="/ooda/monitor"))
+    await produce(infra, prefix + "metric-observed", [forged, genuine])
+    consumer = consumer_for(store, infra, prefix, recording_handler(store))
+    task = await running(consumer)
+    try:
+        await until(lambda: _committed(consumer, prefix + "metric-observed", 2))
+    finally:
+        await stop(task, consumer)
+    assert await count_effects(store, app) == 1
+    relay, producer = relay_for(store, infra)
+    await producer.start()  # type: ignore[attr-defined]
+    try:
+        assert await relay.drain() == 1
+    finally:
+        await producer.stop()  # type: ignore[attr-defined]
+    (dead,) = await read_topic(infra, prefix + "metric-observed.dlq", 1)
+    error = dict(dead.headers)["ooda_dlq_error"].decode()  # type: ignore[attr-defined]
+    assert "'/ooda/pipeline' may not publish" in error and "/ooda/monitor" in error

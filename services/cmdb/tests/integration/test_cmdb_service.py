@@ -75,7 +75,7 @@ async def read_events(
     """Every event about `app` on a topic: wait for the first, then for `settle` seconds more."""
     consumer = AIOKafkaConsumer(
         svc.prefix + topic,
-        bootstrap_servers=svc.settings.kafka_bootstrap,
+        **svc.settings.kafka().options(),
         auto_offset_reset="earliest",
         group_id=unique("reader"),
         enable_auto_commit=False,
@@ -482,11 +482,12 @@ async def test_deploy_done_is_applied_once_and_an_older_sequence_changes_nothing
     )
     history = (await svc.client.get(f"/v1/history/instance/{app}-0")).json()
     assert [r["op"] for r in history["revisions"]] == ["create"]
-    assert history["revisions"][0]["actor"] == "event:/ooda/cmdb"
+    # The actor is the event's producer: deploy-done comes from the pipeline.
+    assert history["revisions"][0]["actor"] == "event:/ooda/pipeline"
 
     changed = await read_events(svc, "cmdb-changed", app)
     by_instances = [e for e in changed if e.data.items[0].type == "instance"]
-    assert len(by_instances) == 1 and by_instances[0].data.actor == "event:/ooda/cmdb"
+    assert len(by_instances) == 1 and by_instances[0].data.actor == "event:/ooda/pipeline"
     requested = await read_events(svc, "change-requested", app)
     assert sorted(e.data.request_id for e in requested) == [
         f"cmdb/{app}/spec-1/deploy",

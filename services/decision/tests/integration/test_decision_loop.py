@@ -63,7 +63,7 @@ async def decisions(svc: RunningService, app: str, count: int, **params: Any) ->
 async def scale_decided(svc: RunningService, infra: Infra, app: str, count: int) -> list[Any]:
     consumer = AIOKafkaConsumer(
         svc.prefix + "scale-decided",
-        bootstrap_servers=infra.kafka_bootstrap,
+        **infra.kafka().options(),
         auto_offset_reset="earliest",
         group_id=unique("reader"),
     )

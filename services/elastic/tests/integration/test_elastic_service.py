@@ -22,6 +22,7 @@ from elastic.cmdb import AppSpec, CmdbUnavailable, Host, InMemoryCmdb
 from elastic.config import Settings
 from elastic.domain import period_bounds
 from elastic.main import MIGRATIONS, create_app
+from ooda.bus import KafkaConnection
 from ooda.events import Event, decode
 from ooda.events.contracts import (
     ChangeKind,
@@ -41,10 +42,8 @@ ZONES = ("zone-a", "zone-b", "zone-c")
 class ChangeLog:
     """Every record on one topic, read from the beginning in the background."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-        )
+    def __init__(self, kafka: KafkaConnection, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(topic, **kafka.options(), auto_offset_reset="earliest")
         self.events: list[Event] = []
         self.task: asyncio.Task[None] | None = None
 
@@ -149,7 +148,7 @@ async def elastic(infra: Infra) -> AsyncIterator[Elastic]:
     async with running_service(
         infra, "elastic", Settings, lambda s: create_app(s, cmdb=cmdb), MIGRATIONS
     ) as svc:
-        changes = ChangeLog(infra.kafka_bootstrap, svc.prefix + "change-requested")
+        changes = ChangeLog(infra.kafka(), svc.prefix + "change-requested")
         await changes.start()
         try:
             yield Elastic(svc, cmdb, changes)
@@ -489,7 +488,7 @@ async def test_a_decision_for_an_unknown_application_is_dead_lettered(
     event_id = await elastic.publish(decided(app, 3))
     consumer = AIOKafkaConsumer(
         elastic.svc.prefix + "scale-decided.dlq",
-        bootstrap_servers=infra.kafka_bootstrap,
+        **infra.kafka().options(),
         auto_offset_reset="earliest",
     )
     await consumer.start()

@@ -36,6 +36,7 @@ from ooda.testing import (
     create_database,
     create_topics,
     delete_topics,
+    kafka_settings,
     unique,
 )
 
@@ -201,7 +202,7 @@ class Env:
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": self.database_url,
-            "kafka_bootstrap": self.infra.kafka_bootstrap,
+            **kafka_settings(self.infra.kafka()),
             "auth_secret": SecretStr(self.infra.auth_secret),
             "topic_prefix": self.prefix,
             "outbox_poll_seconds": 0.2,
@@ -220,7 +221,7 @@ class Env:
         """Events of `topic` (without prefix) from the start, until `done` says enough."""
         consumer = AIOKafkaConsumer(
             self.prefix + topic,
-            bootstrap_servers=self.infra.kafka_bootstrap,
+            **self.infra.kafka().options(),
             auto_offset_reset="earliest",
             group_id=unique("reader"),
             enable_auto_commit=False,

@@ -12,7 +12,7 @@ import pytest
 
 from ooda.events import CmdbChanged, Event, MetricObserved
 from ooda.events.contracts import ItemChange
-from ooda.testing import unique
+from ooda.testing import ProducerOutbox, unique
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +41,11 @@ def full_windows(events: list[Event], app: str, instances: int) -> list[MetricOb
 
 
 async def announce_cmdb_change(app: Any, application: str) -> None:
-    """Publish cmdb-changed as the CMDB would (through the monitor's outbox, on the same topic)."""
+    """Publish cmdb-changed as the CMDB would (in its name, through the monitor's relay)."""
     rt = app.state.runtime
+    outbox = ProducerOutbox(rt.messaging, "monitor", rt.outbox.topic_prefix)
     async with rt.sessions() as session, session.begin():
-        rt.outbox.add(
+        outbox.add(
             session,
             CmdbChanged(
                 app=application,

@@ -285,7 +285,7 @@ async def read_events(
     """Events of `topic` from the beginning until `done` holds (then `settle` seconds more)."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=infra.kafka_bootstrap,
+        **infra.kafka().options(),
         auto_offset_reset="earliest",
         group_id=unique("reader"),
         enable_auto_commit=False,

@@ -19,6 +19,7 @@ from ooda.testing import (
     create_topics,
     delete_topics,
     free_port,
+    kafka_env,
     unique,
 )
 
@@ -36,7 +37,7 @@ async def pipeline_process(kit: Any, tmp_path: Path, prefix: str) -> ServiceProc
         "PIPELINE_DATA_DIR": str(tmp_path / "data"),
         "PIPELINE_EXECUTOR_POLL_SECONDS": "0.1",
         "PIPELINE_OUTBOX_POLL_SECONDS": "0.2",
-        "OODA_KAFKA_BOOTSTRAP": kit.infra.kafka_bootstrap,
+        **kafka_env(kit.infra.kafka("pipeline")),
         "OODA_AUTH_SECRET": kit.infra.auth_secret,
         "OODA_TOPIC_PREFIX": prefix,
     }

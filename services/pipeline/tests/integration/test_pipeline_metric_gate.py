@@ -28,6 +28,7 @@ from ooda.testing import (
     create_topics,
     delete_topics,
     free_port,
+    kafka_env,
     unique,
 )
 
@@ -41,7 +42,7 @@ async def cmdb_from_deploy_done(kit: Any, topic: str, app: str, versions: set[st
     """
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=kit.infra.kafka_bootstrap,
+        **kit.infra.kafka().options(),
         auto_offset_reset="earliest",
         group_id=unique("cmdb"),
         enable_auto_commit=False,
@@ -122,7 +123,7 @@ async def test_a_ready_version_that_errs_is_rolled_back_by_the_monitor_gate(
             "MONITOR_PORT": str(port),
             "MONITOR_CMDB_URL": kit.cmdb.url,
             "MONITOR_SCRAPE_INTERVAL_SECONDS": "1",
-            "OODA_KAFKA_BOOTSTRAP": kit.infra.kafka_bootstrap,
+            **kafka_env(kit.infra.kafka("monitor")),
             "OODA_AUTH_SECRET": kit.infra.auth_secret,
             "OODA_TOPIC_PREFIX": prefix,
         },
