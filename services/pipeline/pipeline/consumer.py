@@ -55,6 +55,13 @@ def subscriptions_for(
         async def on_change_requested(session: AsyncSession, event: Event) -> None:
             req = event.data
             assert isinstance(req, ChangeRequested)
+            if req.emergency:
+                # Only an admin marks an emergency, through the API; no producer on the bus
+                # does, so a record claiming one was forged or replayed by someone else.
+                raise PermanentError(
+                    f"change request {req.request_id}: an emergency is requested by an admin "
+                    "through the pipeline's API (POST /v1/changes), never on the bus"
+                )
             try:
                 cmd = RequestChange(
                     app=req.app,
