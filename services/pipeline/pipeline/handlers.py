@@ -470,7 +470,8 @@ async def act_on_change(
 ) -> Change:
     """Pause, resume, abort or roll back a change on someone's request."""
     change = await load_change(session, change_id)
-    because = reason or f"{action} requested by {actor}"
+    # The reason is the change's record of the request: it always names who asked.
+    because = f"{action} requested by {actor}" + (f": {reason}" if reason else "")
     if action == "pause":
         change.pause(now, because)
     elif action == "resume":
