@@ -173,3 +173,13 @@ class ArtifactOut(BaseModel):
     size: int
     uploaded_by: str
     created_at: datetime
+
+
+class AuditOut(BaseModel):
+    """One use of an operator control: who, when, what, on which application (none: all)."""
+
+    at: datetime
+    actor: str
+    action: str
+    app: str | None
+    detail: str
