@@ -6,15 +6,16 @@ owned by a fresh team, the scopes that should succeed, the tokens that must be r
 the service records who did it. A write route missing from `ROUTES` fails
 `test_every_write_route_is_in_the_matrix`, so a new route comes with its row.
 
-For every route: no token -> 401; the wrong team's token -> 403; a token without the scope ->
-403; the right token -> 2xx, and the write's actor (the token's subject) is on record.
+For every route: no token -> 401; the right scopes in a token for the other services only -> 401;
+the wrong team's token -> 403; a token without the scope -> 403; the right token -> 2xx, and the
+write's actor (the token's subject) is on record where the service keeps its history.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ooda.auth import issue_token
 from ooda.testing import SERVICES, unique
 
 from .conftest import Platform
@@ -47,9 +49,12 @@ class World:
     def admin(self) -> dict[str, str]:
         return self.platform.token("matrix-admin", "admin")
 
-    def token(self, subject: str, scopes: tuple[str, ...]) -> dict[str, str]:
+    def token(
+        self, subject: str, scopes: tuple[str, ...], audience: Sequence[str] = SERVICES
+    ) -> dict[str, str]:
         named = [s.format(team=self.team, other=self.other) for s in scopes]
-        return self.platform.token(subject, *named)
+        token = issue_token(self.platform.infra.auth_secret, subject, named, audience=audience)
+        return {"Authorization": f"Bearer {token}"}
 
     async def call(self, service: str, call: Call, headers: dict[str, str]) -> httpx.Response:
         return await self.http.request(
@@ -174,7 +179,7 @@ async def _relation(w: World, _: str) -> dict[str, Any]:
 
 
 CMDB_ITEMS = {
-    # collection: (body, scope that writes it, its tokens refused)
+    # collection: (the body of a valid item, the scope that writes it)
     "regions": (_region, "infra"),
     "zones": (_zone, "infra"),
     "pools": (_pool, "infra"),
@@ -576,7 +581,8 @@ ROUTES = [*CMDB_ROUTES, *PIPELINE_ROUTES, *MONITOR_ROUTES, *ELASTIC_ROUTES]
 def _cells() -> list[Any]:
     cells = []
     for route in ROUTES:
-        for cell in ("no token", *route.denied, "right scope", "actor on record"):
+        for cell in ("no token", "other service's token", *route.denied, "right scope",
+                     "actor on record"):  # fmt: skip
             marks = []
             if cell in route.expected_failures:
                 reason = route.expected_failures[cell]
@@ -631,6 +637,11 @@ async def test_authorisation(
     call = await route.prepare(world)
     if cell == "no token":
         response = await world.call(route.service, call, {})
+        assert response.status_code == 401, response.text
+    elif cell == "other service's token":
+        elsewhere = [name for name in SERVICES if name != route.service]
+        headers = world.token("matrix-elsewhere", route.allowed, audience=elsewhere)
+        response = await world.call(route.service, call, headers)
         assert response.status_code == 401, response.text
     elif cell in route.denied:
         headers = world.token("matrix-intruder", route.denied[cell])
