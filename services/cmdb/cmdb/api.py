@@ -10,7 +10,8 @@ Who may write what (a bearer token is required for every write, else 401):
 - applications, their specs, instances and their relations: scope `team:<owner_team>` of the
   owning application (both the old and the new owner when ownership moves) or `admin`;
 - reverting a change set: the same scopes for every item the revert touches;
-- an import: the same scopes per row (rows the token does not cover are reported as errors).
+- an import: the same scopes per row (rows the token does not cover are reported as errors;
+  403 when they are its only errors, 422 when some rows are also bad).
 Anything else is 403. The token's subject is the actor of every revision it writes (at most 300
 characters, else 400); changes made because of an event record `event:<source>` as actor and the
 event id as cause. A NUL character in a path, a query or a body is refused (400, or 422 with its
@@ -347,7 +348,10 @@ async def get_search(
     tags=["import"],
     summary="Import items from JSON lines or CSV (all-or-nothing unless atomic=false)",
     response_model=ImportResult,
-    responses={422: {"description": "bad rows; nothing was changed"}},
+    responses={
+        403: {"description": "rows the token may not change, and no other error; nothing changed"},
+        422: {"description": "bad rows; nothing was changed"},
+    },
 )
 async def post_import(
     request: Request,
@@ -377,7 +381,11 @@ async def post_import(
             at=_now(),
         )
     if outcome.errors and not outcome.applied:
-        response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+        # Only refusals: the rows are fine, the token is not (a wrong team's import is a 403).
+        only_refused = outcome.refused == len(outcome.errors)
+        response.status_code = (
+            status.HTTP_403_FORBIDDEN if only_refused else status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
     return ImportResult(
         dry_run=dry_run,
         applied=outcome.applied,

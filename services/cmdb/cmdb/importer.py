@@ -69,6 +69,8 @@ class ImportOutcome:
     unchanged: int = 0
     change_set_id: str | None = None
     errors: list[RowError] = field(default_factory=list)
+    refused: int = 0
+    """How many of the errors are rows the actor may not change (the rest are bad rows)."""
 
 
 async def import_items(
@@ -130,6 +132,7 @@ async def import_items(
         refused = owners.refusal(actor, afters[number], befores[number])
         if refused is not None:
             outcome.errors.append(RowError(row=number, loc=[], msg=refused))
+            outcome.refused += 1
             del good[number]
     referenced = {(r.kind, r.id) for item in good.values() for r in references(item)}
     existing = set(await live_values(session, referenced, items.c.kind))

@@ -35,6 +35,7 @@ from monitor.schemas import (
     AlertOut,
     AnnouncedOut,
     AnnounceIn,
+    AuditOut,
     ObservationIn,
     ObservationOut,
     PushIn,
@@ -47,7 +48,14 @@ from monitor.schemas import (
     WithdrawIn,
     WithdrawnOut,
 )
-from monitor.views import list_alerts, list_announced, list_targets, metric_range, rules_of
+from monitor.views import (
+    list_alerts,
+    list_announced,
+    list_audit,
+    list_targets,
+    metric_range,
+    rules_of,
+)
 from ooda.auth import Actor, requires
 from ooda.events.contracts import APP_ID_PATTERN
 from ooda.service import AppIdPath as AppId
@@ -181,7 +189,7 @@ async def delete_announced_target(
     request: Request,
     actor: Annotated[Actor, Depends(requires("deploy"))],
 ) -> Response:
-    if not await _withdraw(request, app, [instance_id]):
+    if not await _withdraw(request, app, [instance_id], actor.subject):
         raise HTTPException(404, f"{instance_id} is not announced for {app}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -198,13 +206,14 @@ async def post_withdraw_targets(
     request: Request,
     actor: Annotated[Actor, Depends(requires("deploy"))],
 ) -> WithdrawnOut:
-    return WithdrawnOut(app=app, withdrawn=await _withdraw(request, app, body.instance_ids))
+    withdrawn = await _withdraw(request, app, body.instance_ids, actor.subject)
+    return WithdrawnOut(app=app, withdrawn=withdrawn)
 
 
-async def _withdraw(request: Request, app: str, instance_ids: list[str]) -> list[str]:
+async def _withdraw(request: Request, app: str, instance_ids: list[str], actor: str) -> list[str]:
     """Forget these announced instances of `app` and rescrape without them; those it had."""
     async with _runtime(request).sessions() as session, session.begin():
-        found = await withdraw_targets(session, app, instance_ids)
+        found = await withdraw_targets(session, app, instance_ids, actor)
     if found:
         request.app.state.monitor.request_refresh()
     return found
@@ -366,6 +375,19 @@ async def delete_rules(
     async with rt.sessions() as session, session.begin():
         await replace_rules(session, app, [], actor.subject)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/apps/{app}/audit",
+    response_model=list[AuditOut],
+    tags=["alerts"],
+    summary="Who replaced the application's alert rules or withdrew its targets, newest first",
+)
+async def get_audit(
+    app: AppId, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[AuditOut]:
+    async with _runtime(request).sessions() as session:
+        return await list_audit(session, app, limit)
 
 
 @router.get("/alerts", response_model=list[AlertOut], tags=["alerts"])

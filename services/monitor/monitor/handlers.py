@@ -31,6 +31,7 @@ from monitor.store import (
     alert_states,
     alerts,
     announced_targets,
+    audit_log,
     pushed_samples,
     rollup_from_row,
     rollup_row,
@@ -237,8 +238,15 @@ async def announce_targets(
     )
 
 
+async def audit(session: AsyncSession, actor: str, action: str, app: str, detail: str) -> None:
+    """Record who changed what the monitor keeps no history of (in the change's transaction)."""
+    await session.execute(
+        audit_log.insert().values(actor=actor, action=action, app=app, detail=detail)
+    )
+
+
 async def withdraw_targets(
-    session: AsyncSession, app: str, instance_ids: Iterable[str]
+    session: AsyncSession, app: str, instance_ids: Iterable[str], actor: str
 ) -> list[str]:
     """Forget announced instances of `app`; the ids of those that were announced."""
     gone = await session.execute(
@@ -249,7 +257,10 @@ async def withdraw_targets(
         )
         .returning(announced_targets.c.instance_id)
     )
-    return sorted(gone.scalars())
+    found = sorted(gone.scalars())
+    if found:
+        await audit(session, actor, "withdraw", app, ", ".join(found))
+    return found
 
 
 async def live_announced(
@@ -451,6 +462,7 @@ async def replace_rules(
             alert_rules.insert(),
             [{"app": app, "name": s["name"], "spec": s, "updated_by": actor} for s in specs],
         )
+    await audit(session, actor, "alert-rules", app, ", ".join(names) or "no rules")
 
 
 async def load_rules(session: AsyncSession) -> list[Rule]:

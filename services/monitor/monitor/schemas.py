@@ -287,3 +287,13 @@ class AnnouncedOut(BaseModel):
     app: str
     scrape_interval_s: float = Field(description="the monitor's interval (and window length)")
     targets: list[AnnouncedTargetOut]
+
+
+class AuditOut(BaseModel):
+    """Who replaced an application's alert rules or withdrew its announced targets, and when."""
+
+    at: datetime
+    actor: str
+    action: str
+    app: str
+    detail: str

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Identity,
     Index,
     Integer,
     String,
@@ -181,3 +182,16 @@ def _latency_json(histogram: Histogram) -> dict[str, list[Any]]:
 
 def _bound(value: Any) -> float:
     return math.inf if value == "+Inf" else float(value)
+
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(32), nullable=False, comment="alert-rules, withdraw"),
+    Column("app", String(128), nullable=False, index=True),
+    Column("detail", Text, nullable=False, server_default=""),
+    comment="who replaced alert rules or withdrew targets, and when (those rows are deleted)",
+)

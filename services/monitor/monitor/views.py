@@ -9,6 +9,7 @@ from monitor.domain import Metric, RetentionPolicy, downsample
 from monitor.schemas import (
     AlertOut,
     AnnouncedTargetOut,
+    AuditOut,
     Point,
     RangeOut,
     RuleOut,
@@ -19,6 +20,7 @@ from monitor.store import (
     alert_rules,
     alerts,
     announced_targets,
+    audit_log,
     rollup_from_row,
     rollups,
     targets,
@@ -109,3 +111,11 @@ async def list_alerts(
     if app is not None:
         query = query.where(alerts.c.app == app)
     return [AlertOut.model_validate(row._mapping) for row in (await session.execute(query)).all()]
+
+
+async def list_audit(session: AsyncSession, app: str, limit: int) -> list[AuditOut]:
+    """Who replaced the application's alert rules or withdrew its targets, newest first."""
+    query = (
+        select(audit_log).where(audit_log.c.app == app).order_by(audit_log.c.id.desc()).limit(limit)
+    )
+    return [AuditOut.model_validate(dict(r._mapping)) for r in await session.execute(query)]

@@ -41,6 +41,7 @@ from pipeline.handlers import (
     RequestChange,
     act_on_change,
     artifact_map,
+    audit,
     change_row,
     current_freeze,
     lift_freeze,
@@ -53,6 +54,7 @@ from pipeline.metrics import ARTIFACT_UPLOADS_REFUSED
 from pipeline.schemas import (
     ActionIn,
     ArtifactOut,
+    AuditOut,
     ChangeIn,
     ChangeList,
     ChangeOut,
@@ -64,7 +66,7 @@ from pipeline.schemas import (
     WindowsOut,
 )
 from pipeline.store import change_windows
-from pipeline.views import artifact_out, change_out, list_changes, list_instances
+from pipeline.views import artifact_out, change_out, list_audit, list_changes, list_instances
 
 router = APIRouter(prefix="/v1")
 
@@ -268,7 +270,7 @@ async def put_freeze(body: FreezeIn, request: Request, actor: ActorDep) -> Freez
 async def delete_freeze(request: Request, actor: ActorDep) -> FreezeOut:
     _require_admin(actor)
     async with _rt(request).sessions() as session, session.begin():
-        await lift_freeze(session)
+        await lift_freeze(session, actor.subject, utcnow())
     _parts(request).wake()
     return FreezeOut(frozen=False)
 
@@ -296,7 +298,7 @@ async def put_windows(app: AppId, body: WindowsIn, request: Request, actor: Acto
     await authorize(_parts(request), actor, app)
     try:
         async with _rt(request).sessions() as session, session.begin():
-            windows = await set_windows(session, app, body.windows, actor.subject)
+            windows = await set_windows(session, app, body.windows, actor.subject, utcnow())
     except DomainError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
     _parts(request).wake()
@@ -312,8 +314,23 @@ async def put_windows(app: AppId, body: WindowsIn, request: Request, actor: Acto
 async def delete_pin(app: AppId, request: Request, actor: ActorDep) -> Response:
     await authorize(_parts(request), actor, app)
     async with _rt(request).sessions() as session, session.begin():
-        await unpin(session, app)
+        await unpin(session, app, actor.subject, utcnow())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/audit",
+    response_model=list[AuditOut],
+    tags=["freeze"],
+    summary="Who used an operator control (freeze, windows, pin, change actions), newest first",
+)
+async def get_audit(
+    request: Request,
+    app: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditOut]:
+    async with _rt(request).sessions() as session:
+        return await list_audit(session, app, limit)
 
 
 @router.get(
@@ -442,6 +459,15 @@ async def post_artifacts_gc(request: Request, actor: ActorDep) -> CollectedOut:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"nothing collected: {error}"
         ) from None
+    async with _rt(request).sessions() as session, session.begin():
+        await audit(
+            session,
+            actor.subject,
+            "artifacts-gc",
+            None,
+            f"{len(out.collected)} artifacts, {out.bytes} bytes, {out.orphans} stray files",
+            utcnow(),
+        )
     return CollectedOut(collected=out.collected, bytes=out.bytes, stray_files=out.orphans)
 
 

@@ -38,7 +38,7 @@ from pipeline.domain import (
     events,
 )
 from pipeline.metrics import CHANGES_FINISHED
-from pipeline.store import app_state, change_windows, changes, freezes, instances
+from pipeline.store import app_state, audit_log, change_windows, changes, freezes, instances
 
 GLOBAL = "global"
 
@@ -421,6 +421,15 @@ async def _deploy_done(
     )
 
 
+async def audit(
+    session: AsyncSession, actor: str, action: str, app: str | None, detail: str, at: datetime
+) -> None:
+    """Record who used an operator control (in the transaction of the control's change)."""
+    await session.execute(
+        audit_log.insert().values(at=at, actor=actor, action=action, app=app, detail=detail)
+    )
+
+
 async def set_freeze(
     session: AsyncSession, reason: str, actor: str, since: datetime, until: datetime | None
 ) -> Freeze:
@@ -431,15 +440,23 @@ async def set_freeze(
         .values(scope=GLOBAL, **values)
         .on_conflict_do_update(index_elements=["scope"], set_=values)
     )
+    until_text = f" until {until.isoformat()}" if until else ""
+    await audit(session, actor, "freeze", None, reason + until_text, since)
     return Freeze(**values)
 
 
-async def lift_freeze(session: AsyncSession) -> None:
+async def lift_freeze(session: AsyncSession, actor: str, at: datetime) -> None:
     """End the global freeze."""
-    await session.execute(freezes.delete().where(freezes.c.scope == GLOBAL))
+    lifted = await session.execute(
+        freezes.delete().where(freezes.c.scope == GLOBAL).returning(freezes.c.reason)
+    )
+    reason = lifted.scalar_one_or_none()
+    await audit(session, actor, "lift-freeze", None, reason or "no freeze was declared", at)
 
 
-async def set_windows(session: AsyncSession, app: str, texts: list[str], actor: str) -> list[str]:
+async def set_windows(
+    session: AsyncSession, app: str, texts: list[str], actor: str, at: datetime
+) -> list[str]:
     """Replace the application's change windows (validated); none means any time."""
     parsed = [ChangeWindow.parse(text).describe() for text in texts]
     values = {"windows": parsed, "actor": actor}
@@ -448,12 +465,14 @@ async def set_windows(session: AsyncSession, app: str, texts: list[str], actor: 
         .values(app=app, **values)
         .on_conflict_do_update(index_elements=["app"], set_={**values, "updated_at": func.now()})
     )
+    await audit(session, actor, "windows", app, "; ".join(parsed) or "any time", at)
     return parsed
 
 
-async def unpin(session: AsyncSession, app: str) -> None:
+async def unpin(session: AsyncSession, app: str, actor: str, at: datetime) -> None:
     """Lift the application's rollback pin."""
     await session.execute(update(app_state).where(app_state.c.app == app).values(pin=None))
+    await audit(session, actor, "unpin", app, "", at)
 
 
 Action = Literal["pause", "resume", "abort", "rollback"]
@@ -470,7 +489,8 @@ async def act_on_change(
 ) -> Change:
     """Pause, resume, abort or roll back a change on someone's request."""
     change = await load_change(session, change_id)
-    because = reason or f"{action} requested by {actor}"
+    # The reason is the change's record of the request: it always names who asked.
+    because = f"{action} requested by {actor}" + (f": {reason}" if reason else "")
     if action == "pause":
         change.pause(now, because)
     elif action == "resume":
@@ -480,4 +500,5 @@ async def act_on_change(
     else:
         change.rollback_requested(because, now)
     await save_change(session, outbox, change, now)
+    await audit(session, actor, action, change.application, f"change {change_id}: {because}", now)
     return change

@@ -182,3 +182,13 @@ class CollectedOut(BaseModel):
     collected: list[str] = Field(description="digests of the artifacts deleted")
     bytes: int = Field(description="their total size")
     stray_files: int = Field(description="files of the store no artifact record named")
+
+
+class AuditOut(BaseModel):
+    """One use of an operator control: who, when, what, on which application (none: all)."""
+
+    at: datetime
+    actor: str
+    action: str
+    app: str | None
+    detail: str

@@ -114,3 +114,17 @@ artifacts = Table(
         comment="the team whose quota the artifact counts against (none before quotas)",
     ),
 )
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column(
+        "action", String(32), nullable=False, comment="freeze, lift-freeze, windows, unpin, ..."
+    ),
+    Column("app", String(128), nullable=True, index=True, comment="none: platform-wide"),
+    Column("detail", Text, nullable=False, server_default=""),
+    comment="who used an operator control, and when (the controls keep only their state)",
+)

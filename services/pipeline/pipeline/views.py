@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.domain import Change
-from pipeline.schemas import ArtifactOut, ChangeOut, InstanceOut
-from pipeline.store import artifacts, changes, instances
+from pipeline.schemas import ArtifactOut, AuditOut, ChangeOut, InstanceOut
+from pipeline.store import artifacts, audit_log, changes, instances
 
 
 def change_out(row: dict[str, Any]) -> ChangeOut:
@@ -83,3 +83,13 @@ async def artifact_out(session: AsyncSession, sha: str) -> ArtifactOut | None:
     data = dict(row._mapping)
     data.pop("path")
     return ArtifactOut(**data)
+
+
+async def list_audit(session: AsyncSession, app: str | None, limit: int) -> list[AuditOut]:
+    """Uses of the operator controls, newest first (of one application and the platform-wide
+    ones when `app` is given)."""
+    query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+    if app is not None:
+        query = query.where((audit_log.c.app == app) | audit_log.c.app.is_(None))
+    rows = await session.execute(query)
+    return [AuditOut.model_validate(dict(row._mapping)) for row in rows]

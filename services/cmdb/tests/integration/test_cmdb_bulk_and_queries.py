@@ -120,6 +120,22 @@ async def test_an_import_reports_every_bad_row_and_changes_nothing(svc: RunningS
         assert (await svc.client.get(path)).status_code == 404
 
 
+async def test_an_import_of_good_rows_the_token_may_not_write_is_forbidden(
+    svc: RunningService,
+) -> None:
+    app, zone = unique("app"), unique("zone")
+    rows = [
+        {"kind": "application", "id": app, "owner_team": unique("team")},
+        {"kind": "region", "id": zone},
+    ]
+    refused = await import_rows(svc, rows, svc.auth("mallory", f"team:{unique('team')}"))
+    assert refused.status_code == 403, refused.text
+    result = refused.json()
+    assert result["applied"] is False and [e["row"] for e in result["errors"]] == [1, 2]
+    assert all("needs scope" in e["msg"] for e in result["errors"])
+    assert (await svc.client.get(f"/v1/apps/{app}")).status_code == 404
+
+
 async def test_an_import_writes_one_change_set_with_a_revision_per_changed_item(
     svc: RunningService,
 ) -> None:

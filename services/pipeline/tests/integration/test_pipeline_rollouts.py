@@ -280,7 +280,7 @@ async def test_pause_resume_abort_and_freeze_over_http(kit: Any, tmp_path: Path)
         )
         assert aborted.status_code == 200
         result = await kit.wait_for_change(svc.client, change_id, kit.finished)
-        assert result["state"] == "aborted" and result["reason"] == "enough"
+        assert result["state"] == "aborted" and result["reason"] == "abort requested by ci: enough"
         again = await svc.client.post(f"/v1/changes/{change_id}/resume", headers=team)
         assert again.status_code == 409
 
