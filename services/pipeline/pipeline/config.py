@@ -1,8 +1,9 @@
 """Settings of the pipeline service, read from `PIPELINE_*` and `OODA_*` environment variables."""
 
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from ooda.settings import ServiceSettings
@@ -36,6 +37,28 @@ class Settings(ServiceSettings):
         34, ge=1, le=100, description="batch size of changes that name none (change-requested)"
     )
     python: str = Field("python3", description="interpreter that runs artifacts (local driver)")
+    driver: Literal["local", "ssh"] = Field(
+        "local", description="where instances run: this machine, or the CMDB's hosts over SSH"
+    )
+    ssh_user: str = Field(
+        "ooda", description="SSH user on hosts without `attributes.ssh_user` (ssh driver)"
+    )
+    ssh_key_path: Path | None = Field(
+        None, description="the private key the ssh driver logs in with (kept outside the repo)"
+    )
+    ssh_known_hosts: Path | None = Field(
+        None, description="known_hosts file the hosts' keys are checked against (ssh driver)"
+    )
+    ssh_remote_dir: str = Field(
+        ".ooda-pipeline",
+        description="folder (relative to the SSH user's home) of the supervisor, artifacts and "
+        "instances on each host",
+    )
+    ssh_python: str = Field("python3", description="interpreter on the hosts (ssh driver)")
+    ssh_bind: str = Field(
+        "0.0.0.0", description="address instances listen on, on their hosts (ssh driver)"
+    )
+    ssh_connect_timeout_seconds: float = Field(10.0, gt=0, description="SSH connect timeout")
     monitor_url: str | None = Field(
         None,
         description="base URL of the monitor's HTTP API; when set, every batch passes a metric "
@@ -50,6 +73,18 @@ class Settings(ServiceSettings):
     gate_max_latency_p99_ms: float | None = Field(
         None, gt=0, description="p99 latency limit (ms); default the spec's slo.latency_p99_ms"
     )
+
+    @model_validator(mode="after")
+    def _ssh_needs_keys(self) -> Self:
+        if self.driver == "ssh":
+            for name in ("ssh_key_path", "ssh_known_hosts"):
+                path = getattr(self, name)
+                if path is None or not path.is_file():
+                    raise ValueError(
+                        f"PIPELINE_{name.upper()} must name a readable file with the ssh "
+                        f"driver (got {path})"
+                    )
+        return self
 
     @field_validator("monitor_url", mode="before")
     @classmethod

@@ -25,6 +25,8 @@ from pipeline.metrics import INSTANCES_STARTED, INSTANCES_STOPPED
 
 log = logging.getLogger(__name__)
 
+LOCALHOST = "127.0.0.1"  # where instances answer unless their driver says otherwise
+
 
 @dataclass(frozen=True)
 class InstanceSpec:
@@ -49,7 +51,7 @@ class Running:
     pid: int
     port: int
     started_at: str
-    address: str = "127.0.0.1"
+    address: str = LOCALHOST
 
     @property
     def endpoint(self) -> str:

@@ -56,7 +56,7 @@ from pipeline.domain import (
     plan_rollback,
     supersede_scale_requests,
 )
-from pipeline.driver import Driver, InstanceSpec, Running
+from pipeline.driver import LOCALHOST, Driver, InstanceSpec, Running
 from pipeline.gates import GateInstance, MetricGate, wait_ready
 from pipeline.handlers import (
     RequestChange,
@@ -271,7 +271,7 @@ class Executor:
         try:
             async with self._probes:
                 _, writer = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", row["port"]), 2.0
+                    asyncio.open_connection(row["address"] or LOCALHOST, row["port"]), 2.0
                 )
         except ConnectionRefusedError:
             return False
@@ -653,6 +653,7 @@ class Executor:
                     "instance_id": proc.id,
                     "new_pid": proc.pid,
                     "new_port": proc.port,
+                    "new_address": proc.address,
                     "new_started_at": datetime.fromisoformat(proc.started_at),
                 }
                 for proc in processes
@@ -687,7 +688,10 @@ _RECORD_PROCESS = (
     update(instances)
     .where(instances.c.id == bindparam("instance_id"))
     .values(
-        pid=bindparam("new_pid"), port=bindparam("new_port"), started_at=bindparam("new_started_at")
+        pid=bindparam("new_pid"),
+        port=bindparam("new_port"),
+        address=bindparam("new_address"),
+        started_at=bindparam("new_started_at"),
     )
 )
 

@@ -1,0 +1,168 @@
+"""The ssh driver against real sshd processes: three hosts (zones) on localhost ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline.driver import InstanceSpec
+from pipeline.ssh_driver import SshDriver, SshDriverError, SshHost, ssh_host_from_json
+
+pytestmark = pytest.mark.integration
+
+
+def directory(fleet: Any) -> Any:
+    hosts = {h.id: ssh_host_from_json(h.cmdb_item(), "nobody") for h in fleet.hosts}
+
+    async def read() -> Mapping[str, SshHost]:
+        return hosts
+
+    return read
+
+
+@pytest.fixture
+def pyz(tmp_path: Path, artifacts: Any) -> Path:
+    path = tmp_path / "good.pyz"
+    path.write_bytes(artifacts.good)
+    return path
+
+
+@pytest.fixture
+def make_driver(ssh_fleet: Any) -> Iterator[Any]:
+    made: list[SshDriver] = []
+
+    def make(known_hosts: Path | None = None) -> SshDriver:
+        driver = SshDriver(
+            directory(ssh_fleet),
+            client_key=ssh_fleet.client_key,
+            known_hosts=known_hosts or ssh_fleet.known_hosts,
+            stop_timeout_s=3,
+        )
+        made.append(driver)
+        return driver
+
+    yield make
+    ssh_fleet.kill_instances()
+    for driver in made:
+        driver.close()
+
+
+def spec(instance_id: str, host: Any, pyz: Path) -> InstanceSpec:
+    return InstanceSpec(
+        id=instance_id,
+        app="shop",
+        version="v1",
+        host=host.id,
+        zone=host.zone,
+        artifact=pyz,
+        env={"WORKLOAD_CAPACITY_RPS": "50"},
+    )
+
+
+def wait_ready(endpoint: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(endpoint + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{endpoint} never became ready"
+        time.sleep(0.05)
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if item)
+
+
+def test_instances_run_on_three_hosts_with_the_artifact_uploaded_once_per_host(
+    ssh_fleet: Any, make_driver: Any, pyz: Path
+) -> None:
+    driver = make_driver()
+    specs = [spec(f"shop-{n}", ssh_fleet.hosts[n % 3], pyz) for n in range(6)]
+    started = [driver.start(s) for s in specs]
+    for running, s in zip(started, specs, strict=True):
+        assert (running.host, running.address) == (s.host, "127.0.0.1")
+        wait_ready(running.endpoint)
+        assert driver.alive(s.id)
+    assert driver.uploads == {h.id: 1 for h in ssh_fleet.hosts}
+    for host in ssh_fleet.hosts:
+        assert len(list((host.root / "artifacts").glob("*.pyz"))) == 1
+        assert set(host.records()) == {s.id for s in specs if s.host == host.id}
+
+    # Starting an id again adopts it; the workload's environment holds nothing of the SSH
+    # session (nor of the pipeline's own environment).
+    again = driver.start(specs[0])
+    assert (again.pid, again.port) == (started[0].pid, started[0].port)
+    env = environ_of(started[0].pid)
+    assert set(env) == {
+        "PATH",
+        "LANG",
+        "WORKLOAD_APP",
+        "WORKLOAD_VERSION",
+        "WORKLOAD_INSTANCE",
+        "WORKLOAD_ZONE",
+        "WORKLOAD_HOST",
+        "WORKLOAD_CAPACITY_RPS",
+    }
+    assert not any(key.startswith("SSH_") for key in env)
+
+    # After a restart of the pipeline, a new driver finds every instance again, and a new
+    # instance on a host that has the artifact uploads nothing.
+    restarted = make_driver()
+    found = {r.id: r for r in restarted.running()}
+    assert {i: (r.host, r.pid, r.port) for i, r in found.items()} == {
+        r.id: (r.host, r.pid, r.port) for r in started
+    }
+    extra = restarted.start(spec("shop-extra", ssh_fleet.hosts[0], pyz))
+    wait_ready(extra.endpoint)
+    assert restarted.uploads == {}
+
+    for s in [*specs, spec("shop-extra", ssh_fleet.hosts[0], pyz)]:
+        restarted.stop(s.id)
+    assert restarted.running() == []
+    assert not driver.alive("shop-0")
+    assert "stopped by the pipeline" in driver.describe_exit("shop-0")
+
+
+def test_a_remote_instance_killed_with_sigkill_is_seen_dead_with_the_reason(
+    ssh_fleet: Any, make_driver: Any, pyz: Path
+) -> None:
+    driver = make_driver()
+    host = ssh_fleet.hosts[1]
+    running = driver.start(spec("victim-1", host, pyz))
+    wait_ready(running.endpoint)
+    assert driver.alive("victim-1")
+
+    os.kill(running.pid, signal.SIGKILL)
+
+    deadline = time.monotonic() + 5
+    while driver.alive("victim-1"):
+        assert time.monotonic() < deadline, "the killed instance still looks alive"
+        time.sleep(0.1)
+    why = driver.describe_exit("victim-1")
+    assert f"on host {host.id} was killed by SIGKILL (9)" in why, why
+    assert "start on port" in why  # the tail of its log
+    assert [r.id for r in driver.running()] == []
+    driver.stop("victim-1")  # nothing to stop: no error
+
+
+def test_a_host_whose_key_is_not_in_known_hosts_is_refused(
+    ssh_fleet: Any, make_driver: Any, pyz: Path, tmp_path: Path
+) -> None:
+    stranger = ssh_fleet.hosts[2]
+    driver = make_driver(ssh_fleet.known_hosts_without(tmp_path, stranger.id))
+    with pytest.raises(SshDriverError, match="does not list; refusing it"):
+        driver.start(spec("refused-1", stranger, pyz))
+    assert "refused-1" not in stranger.records()
+    # The hosts it knows still work.
+    known = driver.start(spec("welcome-1", ssh_fleet.hosts[0], pyz))
+    wait_ready(known.endpoint)
