@@ -55,8 +55,10 @@ class Settings(ServiceSettings):
         "instances on each host",
     )
     ssh_python: str = Field("python3", description="interpreter on the hosts (ssh driver)")
-    ssh_bind: str = Field(
-        "0.0.0.0", description="address instances listen on, on their hosts (ssh driver)"
+    ssh_bind: str | None = Field(
+        None,
+        description="address instances listen on (ssh driver); the host's CMDB address when "
+        "unset, e.g. 0.0.0.0 for every interface",
     )
     ssh_connect_timeout_seconds: float = Field(10.0, gt=0, description="SSH connect timeout")
     monitor_url: str | None = Field(
@@ -86,7 +88,7 @@ class Settings(ServiceSettings):
                     )
         return self
 
-    @field_validator("monitor_url", mode="before")
+    @field_validator("monitor_url", "ssh_bind", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

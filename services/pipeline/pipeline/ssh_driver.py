@@ -161,7 +161,7 @@ class SshDriver:
         known_hosts: Path,
         remote_dir: str = ".ooda-pipeline",
         python: str = "python3",
-        bind: str = "0.0.0.0",
+        bind: str | None = None,
         stop_timeout_s: float = 10.0,
         connect_timeout_s: float = 10.0,
         status_max_age_s: float = 0.5,
@@ -242,7 +242,7 @@ class SshDriver:
             "sha256": sha,
             "env": env,
             "python": self.python,
-            "bind": self.bind,
+            "bind": self.bind or host.address,
         }
         record = await self._supervise(host, "start", stdin=json.dumps(request))
         self._where[spec.id] = host.id

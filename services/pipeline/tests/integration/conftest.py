@@ -346,10 +346,12 @@ SSHD = Path("/usr/sbin/sshd")
 
 @dataclass
 class SshdHost:
-    """One sshd on 127.0.0.1:port; the driver's folder on it is `root` (its own per host)."""
+    """One sshd on its own loopback address and a free port; the driver's folder on it is `root`
+    (the hosts share this machine's filesystem, so each has a folder of its own)."""
 
     id: str
     zone: str
+    address: str
     port: int
     root: Path
     host_key_line: str  # `<type> <base64>` of its host key
@@ -361,7 +363,7 @@ class SshdHost:
             "id": self.id,
             "zone_id": self.zone,
             "pool_id": "general",
-            "address": "127.0.0.1",
+            "address": self.address,
             "cpu_millis": 4000,
             "memory_mib": 8192,
             "status": "up",
@@ -395,7 +397,7 @@ class SshFleet:
         path = folder / f"known_hosts-without-{host_id}"
         path.write_text(
             "".join(
-                f"[127.0.0.1]:{h.port} {h.host_key_line}\n" for h in self.hosts if h.id != host_id
+                f"[{h.address}]:{h.port} {h.host_key_line}\n" for h in self.hosts if h.id != host_id
             )
         )
         return path
@@ -409,13 +411,13 @@ class SshFleet:
                         os.killpg(int(record["pid"]), signal.SIGKILL)
 
 
-def _free_tcp_port() -> int:
+def _free_tcp_port(address: str) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
-def _start_sshd(config: Path, port: int) -> subprocess.Popen[bytes]:
+def _start_sshd(config: Path, address: str, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [str(SSHD), "-D", "-e", "-f", str(config)],
         stdin=subprocess.DEVNULL,
@@ -428,7 +430,7 @@ def _start_sshd(config: Path, port: int) -> subprocess.Popen[bytes]:
             log = (config.parent / "sshd.log").read_text()
             raise RuntimeError(f"sshd on port {port} exited: {log[-1000:]}")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+            if sock.connect_ex((address, port)) == 0:
                 return process
         time.sleep(0.05)
     process.kill()
@@ -460,11 +462,12 @@ def ssh_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshFleet]:
             host_key = asyncssh.generate_private_key("ssh-ed25519")
             (home / "host_key").write_bytes(host_key.export_private_key())
             (home / "host_key").chmod(0o600)
-            port = _free_tcp_port()
+            address = f"127.0.0.{11 + n}"  # its own address: endpoints must name their host's
+            port = _free_tcp_port(address)
             config = home / "sshd_config"
             config.write_text(
                 f"Port {port}\n"
-                "ListenAddress 127.0.0.1\n"
+                f"ListenAddress {address}\n"
                 f"HostKey {home / 'host_key'}\n"
                 f"PidFile {home / 'sshd.pid'}\n"
                 f"AuthorizedKeysFile {authorized}\n"
@@ -481,14 +484,17 @@ def ssh_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshFleet]:
             host = SshdHost(
                 id=f"ssh-{zone}",
                 zone=zone,
+                address=address,
                 port=port,
                 root=home / "ooda",
                 host_key_line=" ".join(host_key.export_public_key().decode().split()[:2]),
             )
-            host.process = _start_sshd(config, port)
+            host.process = _start_sshd(config, address, port)
             hosts.append(host)
         known_hosts = folder / "known_hosts"
-        known_hosts.write_text("".join(f"[127.0.0.1]:{h.port} {h.host_key_line}\n" for h in hosts))
+        known_hosts.write_text(
+            "".join(f"[{h.address}]:{h.port} {h.host_key_line}\n" for h in hosts)
+        )
         yield SshFleet(hosts, client_key, known_hosts)
     finally:
         SshFleet(hosts, client_key, folder / "none").kill_instances()
@@ -497,3 +503,11 @@ def ssh_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshFleet]:
                 host.process.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     host.process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def ssh_cmdb(ssh_fleet: SshFleet) -> Iterator[FakeCmdb]:
+    """A fake CMDB whose hosts are the fleet's sshd hosts (address and SSH attributes)."""
+    fake = FakeCmdb(hosts=[host.cmdb_item() for host in ssh_fleet.hosts])
+    with serving(fake):
+        yield fake

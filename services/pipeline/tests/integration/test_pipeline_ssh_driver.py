@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from ooda.testing import unique
 from pipeline.driver import InstanceSpec
 from pipeline.ssh_driver import SshDriver, SshDriverError, SshHost, ssh_host_from_json
 
@@ -89,8 +92,9 @@ def test_instances_run_on_three_hosts_with_the_artifact_uploaded_once_per_host(
     driver = make_driver()
     specs = [spec(f"shop-{n}", ssh_fleet.hosts[n % 3], pyz) for n in range(6)]
     started = [driver.start(s) for s in specs]
+    addresses = {h.id: h.address for h in ssh_fleet.hosts}
     for running, s in zip(started, specs, strict=True):
-        assert (running.host, running.address) == (s.host, "127.0.0.1")
+        assert (running.host, running.address) == (s.host, addresses[s.host])
         wait_ready(running.endpoint)
         assert driver.alive(s.id)
     assert driver.uploads == {h.id: 1 for h in ssh_fleet.hosts}
@@ -100,6 +104,8 @@ def test_instances_run_on_three_hosts_with_the_artifact_uploaded_once_per_host(
 
     # Starting an id again adopts it; the workload's environment holds nothing of the SSH
     # session (nor of the pipeline's own environment).
+    with socket.socket() as sock:  # it listens at its host's address only
+        assert sock.connect_ex(("127.0.0.1", started[0].port)) != 0
     again = driver.start(specs[0])
     assert (again.pid, again.port) == (started[0].pid, started[0].port)
     env = environ_of(started[0].pid)
@@ -166,3 +172,68 @@ def test_a_host_whose_key_is_not_in_known_hosts_is_refused(
     # The hosts it knows still work.
     known = driver.start(spec("welcome-1", ssh_fleet.hosts[0], pyz))
     wait_ready(known.endpoint)
+
+
+async def test_the_pipeline_deploys_over_ssh_and_replaces_an_instance_killed_on_its_host(
+    kit: Any, ssh_fleet: Any, ssh_cmdb: Any, tmp_path: Path
+) -> None:
+    app = unique("shop")
+    ssh_cmdb.add_app(app, owner="shop-team", replicas=3)
+    # Three starts over SSH one after the other, on a machine shared with other tests.
+    ssh_cmdb.specs[app]["health_check"]["timeout_seconds"] = 20
+    addresses = {h.id: h.address for h in ssh_fleet.hosts}
+    ssh = {
+        "driver": "ssh",
+        "ssh_key_path": ssh_fleet.client_key,
+        "ssh_known_hosts": ssh_fleet.known_hosts,
+    }
+    try:
+        async with kit.pipeline(kit.infra, ssh_cmdb, tmp_path, **ssh) as svc:
+            team = svc.auth("ci", "team:shop-team")
+            good = await kit.upload(svc.client, team, kit.artifacts.good, "shop.pyz")
+            created = await kit.request_deploy(svc.client, team, app, "v1", good, {"size": 3}, 3)
+            deployed = await kit.wait_for_change(svc.client, created, kit.finished)
+            assert deployed["state"] == "succeeded", deployed["reason"]
+            before = (await svc.client.get(f"/v1/apps/{app}/instances")).json()
+            assert sorted(i["zone"] for i in before) == ["z1", "z2", "z3"]
+            async with httpx.AsyncClient(timeout=2) as http:
+                for instance in before:
+                    # Each answers at its own host's address, as the pipeline reports it.
+                    assert urlsplit(instance["endpoint"]).hostname == addresses[instance["host"]]
+                    assert (await http.get(instance["endpoint"] + "/readyz")).status_code == 200
+            for host in ssh_fleet.hosts:
+                assert (host.root / "artifacts" / f"{good}.pyz").exists()
+            victim = before[0]
+            victim_host = next(h for h in ssh_fleet.hosts if h.id == victim["host"])
+
+            os.kill(int(victim_host.records()[victim["id"]]["pid"]), signal.SIGKILL)
+
+            events = await kit.read_events(
+                kit.infra,
+                svc.prefix + "deploy-done",
+                lambda found: any(
+                    e.data.app == app and e.data.request_id.startswith(f"pipeline/{app}/heal-")
+                    for e in found
+                ),
+                timeout=40,
+            )
+            (healed,) = [
+                e.data
+                for e in events
+                if e.data.app == app and e.data.request_id.startswith(f"pipeline/{app}/heal-")
+            ]
+            assert (healed.kind, healed.outcome, healed.replicas) == ("scale", "succeeded", 3)
+            ids = {i.id for i in healed.instances}
+            assert victim["id"] not in ids and len(ids) == 3
+            assert {i.status for i in healed.instances} == {"ready"}
+            for ref in healed.instances:
+                assert urlsplit(ref.endpoint).hostname == addresses[ref.host]
+            (new,) = [i for i in healed.instances if i.id not in {b["id"] for b in before}]
+            assert new.zone != victim["zone"]
+            changes = (await svc.client.get("/v1/changes", params={"app": app})).json()["items"]
+            (heal,) = [c for c in changes if c["request_id"] == healed.request_id]
+            assert heal["cause"] == victim["id"]
+            async with httpx.AsyncClient(timeout=2) as http:
+                assert (await http.get(new.endpoint + "/readyz")).status_code == 200
+    finally:
+        ssh_fleet.kill_instances()
