@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 LOCALHOST = "127.0.0.1"  # where instances answer unless their driver says otherwise
 
 
+class DriverError(RuntimeError):
+    """The driver cannot act on an instance's host (unknown, unreachable, refused); the batch
+    that asked fails with this reason."""
+
+
 @dataclass(frozen=True)
 class InstanceSpec:
     """What to run: one instance of an application's version, placed on a host and zone."""

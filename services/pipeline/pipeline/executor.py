@@ -56,7 +56,7 @@ from pipeline.domain import (
     plan_rollback,
     supersede_scale_requests,
 )
-from pipeline.driver import LOCALHOST, Driver, InstanceSpec, Running
+from pipeline.driver import LOCALHOST, Driver, DriverError, InstanceSpec, Running
 from pipeline.gates import GateInstance, MetricGate, wait_ready
 from pipeline.handlers import (
     RequestChange,
@@ -543,6 +543,9 @@ class Executor:
         processes: list[Running] = []
         try:
             await asyncio.to_thread(self._start_all, specs, processes)
+        except DriverError as error:
+            # A host the driver cannot use fails the batch (its rollback stops what started).
+            return f"cannot start instance {specs[len(processes)].id}: {error}"
         finally:
             # Even when a start failed part-way, keep what did start (its re-run adopts them).
             if processes:

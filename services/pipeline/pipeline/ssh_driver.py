@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import httpx
 
 from pipeline.artifacts import sha256_of
-from pipeline.driver import InstanceSpec, Running
+from pipeline.driver import DriverError, InstanceSpec, Running
 from pipeline.metrics import (
     ARTIFACT_DISTRIBUTION_SECONDS,
     INSTANCES_STARTED,
@@ -58,7 +58,7 @@ T = TypeVar("T")
 SUPERVISOR = Path(__file__).with_name("ssh_supervisor.py")
 
 
-class SshDriverError(RuntimeError):
+class SshDriverError(DriverError):
     """A host that cannot be used: unknown, unreachable, refused, or its supervisor failed."""
 
 

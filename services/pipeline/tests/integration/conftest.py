@@ -383,6 +383,14 @@ class SshdHost:
                 found[record.parent.name] = json.loads(record.read_text())
         return found
 
+    def running(self) -> set[str]:
+        """Ids of the instances whose workload runs now on this host."""
+        return {
+            instance_id
+            for instance_id, record in self.records().items()
+            if instance_runs(int(record.get("pid", 0)), instance_id)
+        }
+
 
 @dataclass
 class SshFleet:

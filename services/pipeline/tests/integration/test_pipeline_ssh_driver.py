@@ -237,3 +237,31 @@ async def test_the_pipeline_deploys_over_ssh_and_replaces_an_instance_killed_on_
                 assert (await http.get(new.endpoint + "/readyz")).status_code == 200
     finally:
         ssh_fleet.kill_instances()
+
+
+async def test_a_deploy_to_a_host_whose_key_is_unknown_fails_with_the_reason(
+    kit: Any, ssh_fleet: Any, ssh_cmdb: Any, tmp_path: Path
+) -> None:
+    app = unique("shop")
+    ssh_cmdb.add_app(app, owner="shop-team", replicas=3)
+    ssh_cmdb.specs[app]["health_check"]["timeout_seconds"] = 20
+    stranger = ssh_fleet.hosts[2]
+    ssh = {
+        "driver": "ssh",
+        "ssh_key_path": ssh_fleet.client_key,
+        "ssh_known_hosts": ssh_fleet.known_hosts_without(tmp_path, stranger.id),
+    }
+    try:
+        async with kit.pipeline(kit.infra, ssh_cmdb, tmp_path / "data", **ssh) as svc:
+            team = svc.auth("ci", "team:shop-team")
+            good = await kit.upload(svc.client, team, kit.artifacts.good, "shop.pyz")
+            created = await kit.request_deploy(svc.client, team, app, "v1", good, {"size": 3}, 3)
+            done = await kit.wait_for_change(svc.client, created, kit.finished, timeout=60)
+            assert done["state"] in ("rolled_back", "failed")
+            assert f"{stranger.id}" in done["reason"] and "refusing it" in done["reason"]
+            assert (await svc.client.get(f"/v1/apps/{app}/instances")).json() == []
+            for host in ssh_fleet.hosts:  # what started on the other hosts was stopped
+                assert not any(i.startswith(created) for i in host.running())
+            assert not any(i.startswith(created) for i in stranger.records())
+    finally:
+        ssh_fleet.kill_instances()
