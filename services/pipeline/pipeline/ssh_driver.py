@@ -165,6 +165,7 @@ class SshDriver:
         stop_timeout_s: float = 10.0,
         connect_timeout_s: float = 10.0,
         status_max_age_s: float = 0.5,
+        retry_connect_s: float = 5.0,
     ) -> None:
         self.hosts = hosts
         self.client_key = client_key
@@ -175,10 +176,14 @@ class SshDriver:
         self.stop_timeout_s = stop_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.status_max_age_s = status_max_age_s
+        self.retry_connect_s = retry_connect_s
         self.uploads: dict[str, int] = {}  # host id -> artifacts uploaded by this driver
         self._supervisor = SUPERVISOR.read_bytes()
         self._supervisor_name = f"supervise-{hashlib.sha256(self._supervisor).hexdigest()[:16]}.py"
         self._connections: dict[str, asyncssh.SSHClientConnection] = {}
+        # host id -> (until when, why): a host that failed to connect is not tried again before
+        # then, so checking its instances one by one does not wait a connect timeout for each.
+        self._unreachable: dict[str, tuple[float, SshDriverError]] = {}
         self._host_locks: dict[str, asyncio.Lock] = {}
         self._installed: set[str] = set()
         self._placed: set[tuple[str, str]] = set()  # (host id, sha256)
@@ -359,6 +364,9 @@ class SshDriver:
             connection = self._connections.get(host.id)
             if connection is not None and not connection.is_closed():
                 return connection
+            failed = self._unreachable.get(host.id)
+            if failed is not None and time.monotonic() < failed[0]:
+                raise SshDriverError(str(failed[1]))
             try:
                 connection = await asyncssh.connect(
                     host.address,
@@ -373,16 +381,21 @@ class SshDriver:
                     keepalive_interval=15,
                 )
             except asyncssh.HostKeyNotVerifiable as error:
-                raise SshDriverError(
+                failure = SshDriverError(
                     f"host {host.id} ({host.address}:{host.port}) offered a host key that "
                     f"{self.known_hosts} does not list; refusing it ({error.reason})"
-                ) from None
+                )
             except (OSError, asyncssh.Error) as error:
-                raise SshDriverError(
-                    f"cannot reach host {host.id} ({host.user}@{host.address}:{host.port}): {error}"
-                ) from None
-            self._connections[host.id] = connection
-            return connection
+                failure = SshDriverError(
+                    f"cannot reach host {host.id} ({host.user}@{host.address}:{host.port}): "
+                    f"{error or type(error).__name__}"
+                )
+            else:
+                self._unreachable.pop(host.id, None)
+                self._connections[host.id] = connection
+                return connection
+            self._unreachable[host.id] = (time.monotonic() + self.retry_connect_s, failure)
+            raise failure
 
     async def _exec(self, host: SshHost, command: str, stdin: str | None = None) -> str:
         """Run `command` on the host; its stdout (raise SshDriverError if it fails)."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
 import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,8 +23,9 @@ from pipeline.ssh_driver import SshDriver, SshDriverError, SshHost, ssh_host_fro
 pytestmark = pytest.mark.integration
 
 
-def directory(fleet: Any) -> Any:
+def directory(fleet: Any, *more: SshHost) -> Any:
     hosts = {h.id: ssh_host_from_json(h.cmdb_item(), "nobody") for h in fleet.hosts}
+    hosts.update({h.id: h for h in more})
 
     async def read() -> Mapping[str, SshHost]:
         return hosts
@@ -265,3 +268,34 @@ async def test_a_deploy_to_a_host_whose_key_is_unknown_fails_with_the_reason(
             assert not any(i.startswith(created) for i in stranger.records())
     finally:
         ssh_fleet.kill_instances()
+
+
+def test_an_unreachable_host_fails_at_once_until_it_is_tried_again(
+    ssh_fleet: Any, make_driver: Any, pyz: Path
+) -> None:
+    with socket.socket() as silent:  # accepts connections, never says a word
+        silent.bind(("127.0.0.14", 0))
+        silent.listen()
+        dead = SshHost("ssh-silent", "127.0.0.14", silent.getsockname()[1], getpass.getuser())
+        driver = SshDriver(
+            directory(ssh_fleet, dead),
+            client_key=ssh_fleet.client_key,
+            known_hosts=ssh_fleet.known_hosts,
+            connect_timeout_s=1,
+            retry_connect_s=60,
+        )
+        try:
+            began = time.monotonic()
+            with pytest.raises(SshDriverError, match="cannot reach host ssh-silent"):
+                driver.start(spec("lost-1", SimpleNamespace(id=dead.id, zone="z4"), pyz))
+            assert time.monotonic() - began >= 1  # the connect timeout
+            began = time.monotonic()
+            with pytest.raises(SshDriverError, match="cannot reach host ssh-silent"):
+                driver.start(spec("lost-2", SimpleNamespace(id=dead.id, zone="z4"), pyz))
+            assert time.monotonic() - began < 0.5  # not waited for again
+            # The other hosts still work, and listing them skips the silent one.
+            found = driver.start(spec("fine-1", ssh_fleet.hosts[0], pyz))
+            assert [r.id for r in driver.running()] == [found.id]
+        finally:
+            ssh_fleet.kill_instances()
+            driver.close()
