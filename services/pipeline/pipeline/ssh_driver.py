@@ -14,9 +14,12 @@ under a monitor that records how it ended, with a clean environment: nothing of 
 or of the pipeline's own environment reaches it.
 
 The executor calls drivers from threads; this driver keeps one event loop of its own in a
-background thread, holding one SSH connection per host, and every call blocks on a coroutine
-there. `alive` reads a per-host snapshot of the running instances at most `status_max_age_s` old,
-so checking every instance costs one round trip per host, not per instance.
+background thread, holding one SSH connection per host and on it one supervisor session
+(`supervise.py <root> serve`, requests and answers as JSON lines, answered side by side), and
+every call blocks on a coroutine there. A lost session or connection is opened again, and the
+request sent once more (every request is idempotent). `alive` reads a per-host snapshot of the
+running instances at most `status_max_age_s` old, so checking every instance costs one round
+trip per host, not per instance.
 """
 
 from __future__ import annotations
@@ -144,6 +147,18 @@ def ssh_host_from_json(item: Mapping[str, Any], default_user: str) -> SshHost:
     )
 
 
+class _SessionLost(Exception):
+    """The supervisor session ended before it answered."""
+
+
+@dataclass
+class _Session:
+    process: asyncssh.SSHClientProcess[str]
+    pending: dict[int, asyncio.Future[dict[str, Any]]]
+    reader: asyncio.Task[None]
+    sent: int = 0
+
+
 @dataclass
 class _Snapshot:
     at: float
@@ -181,6 +196,7 @@ class SshDriver:
         self._supervisor = SUPERVISOR.read_bytes()
         self._supervisor_name = f"supervise-{hashlib.sha256(self._supervisor).hexdigest()[:16]}.py"
         self._connections: dict[str, asyncssh.SSHClientConnection] = {}
+        self._sessions: dict[str, _Session] = {}
         # host id -> (until when, why): a host that failed to connect is not tried again before
         # then, so checking its instances one by one does not wait a connect timeout for each.
         self._unreachable: dict[str, tuple[float, SshDriverError]] = {}
@@ -249,7 +265,7 @@ class SshDriver:
             "python": self.python,
             "bind": self.bind or host.address,
         }
-        record = await self._supervise(host, "start", stdin=json.dumps(request))
+        record = await self._supervise(host, "start", given=request)
         self._where[spec.id] = host.id
         self._snapshots.pop(host.id, None)
         if not record.pop("adopted", False):
@@ -303,6 +319,14 @@ class SshDriver:
         return f"instance {instance_id} on host {host.id} {answer['how']}; log: {answer['log']}"
 
     async def _close(self) -> None:
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for session in sessions:
+            with contextlib.suppress(Exception):
+                session.process.stdin.write_eof()
+        for session in sessions:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.reader, 5)
         connections = list(self._connections.values())
         self._connections.clear()
         for connection in connections:
@@ -397,40 +421,92 @@ class SshDriver:
             self._unreachable[host.id] = (time.monotonic() + self.retry_connect_s, failure)
             raise failure
 
-    async def _exec(self, host: SshHost, command: str, stdin: str | None = None) -> str:
-        """Run `command` on the host; its stdout (raise SshDriverError if it fails)."""
-        for attempt in (1, 2):
+    async def _session(self, host: SshHost) -> _Session:
+        """The host's supervisor session (`supervise.py <root> serve`), started if need be."""
+        async with self._lock(f"session:{host.id}"):
+            session = self._sessions.get(host.id)
+            if session is not None and not session.reader.done():
+                return session
+            await self._install(host)
             connection = await self._connection(host)
+            root = self._root(host)
+            words = [self.python, f"{root}/bin/{self._supervisor_name}", root, "serve"]
             try:
-                result = await connection.run(command, input=stdin, check=False, timeout=60)
-            except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, OSError) as error:
+                process = await connection.create_process(shlex.join(words), encoding="utf-8")
+            except (asyncssh.Error, OSError) as error:
                 self._connections.pop(host.id, None)
-                if attempt == 2:
-                    raise SshDriverError(f"host {host.id}: {error}") from None
-                continue
-            except (asyncssh.ProcessError, asyncssh.TimeoutError) as error:
-                raise SshDriverError(f"host {host.id}: {command!r}: {error}") from None
-            if result.exit_status != 0:
-                stderr = str(result.stderr or "").strip()[-500:]
                 raise SshDriverError(
-                    f"host {host.id}: {command!r} exited with {result.exit_status}: {stderr}"
-                )
-            return str(result.stdout or "")
-        raise AssertionError("unreachable")
+                    f"host {host.id}: cannot start the supervisor: {error}"
+                ) from None
+            pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+            reader = asyncio.create_task(self._read(host, process, pending))
+            session = _Session(process, pending, reader)
+            self._sessions[host.id] = session
+            return session
+
+    async def _read(
+        self,
+        host: SshHost,
+        process: asyncssh.SSHClientProcess[str],
+        pending: dict[int, asyncio.Future[dict[str, Any]]],
+    ) -> None:
+        """Hand each answer of a session to its request; fail the rest when the session ends."""
+        why = "the supervisor session ended"
+        try:
+            async for line in process.stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    log.warning("host %s: supervisor said %r", host.id, line[:200])
+                    continue
+                future = pending.pop(message.get("n"), None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            with contextlib.suppress(Exception):
+                errors = await asyncio.wait_for(process.stderr.read(), 1)
+                if errors.strip():
+                    why += f": {errors.strip()[-500:]}"
+        except (asyncssh.Error, OSError) as error:
+            why = f"the supervisor session was lost: {error}"
+        finally:
+            for future in pending.values():
+                if not future.done():
+                    future.set_exception(_SessionLost(why))
+            pending.clear()
 
     async def _supervise(
-        self, host: SshHost, command: str, *args: str, stdin: str | None = None
+        self, host: SshHost, command: str, *args: str, given: Any = None
     ) -> dict[str, Any]:
-        await self._install(host)
-        root = self._root(host)
-        words = [self.python, f"{root}/bin/{self._supervisor_name}", root, command, *args]
-        output = await self._exec(host, shlex.join(words), stdin=stdin)
-        try:
-            answer = json.loads(output)
-        except ValueError:
-            raise SshDriverError(f"host {host.id}: {command} answered {output[:200]!r}") from None
-        assert isinstance(answer, dict)
-        return answer
+        """Ask the host's supervisor; its answer (raise SshDriverError if it cannot answer)."""
+        request = {"command": command, "args": list(args), "input": given}
+        for attempt in (1, 2):
+            session = await self._session(host)
+            session.sent += 1
+            number = session.sent
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            session.pending[number] = future
+            try:
+                if session.reader.done():  # ended since: nothing would answer
+                    raise _SessionLost("the supervisor session ended")
+                session.process.stdin.write(json.dumps({"n": number, **request}) + "\n")
+                message = await asyncio.wait_for(future, self.stop_timeout_s + 60)
+            except (_SessionLost, asyncssh.Error, OSError) as error:
+                # Every request is idempotent (a start adopts what the lost one started).
+                session.pending.pop(number, None)
+                self._sessions.pop(host.id, None)
+                session.process.close()
+                if attempt == 2:
+                    raise SshDriverError(f"host {host.id}: {command}: {error}") from None
+                continue
+            except TimeoutError:
+                session.pending.pop(number, None)
+                raise SshDriverError(f"host {host.id}: {command} got no answer in time") from None
+            if not message.get("ok"):
+                raise SshDriverError(f"host {host.id}: {command}: {message.get('error')}")
+            answer = message.get("answer")
+            assert isinstance(answer, dict)
+            return answer
+        raise AssertionError("unreachable")
 
     async def _install(self, host: SshHost) -> None:
         """The supervisor on the host (once per host and driver; a new one beside old ones)."""

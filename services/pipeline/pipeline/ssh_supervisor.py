@@ -1,13 +1,15 @@
 """The supervisor the SSH driver installs on each host: starts, stops and reports instances.
 
-It runs on the host with the host's `python3` and the standard library only, as
-`python3 supervise.py <root> <command> ...`, and answers one JSON document on stdout:
+It runs on the host with the host's `python3` and the standard library only. The driver keeps
+one `python3 supervise.py <root> serve` per host and SSH connection, which answers requests (one
+JSON line each, see `serve`) side by side; `python3 supervise.py <root> <command> ...` answers one
+(for a person on the host). The commands:
 
-- `start` (the instance as JSON on stdin): starts the instance unless it already runs. A monitor
-  process, detached in its own session, starts the workload in another session of its own with a
-  clean environment (PATH, LANG and what the pipeline passes: nothing of the SSH session), writes
-  `instances/<id>/instance.json` (pid, port), waits for the workload and writes `exit.json` (code
-  or signal) when it ends.
+- `start` (the instance as JSON): starts the instance unless it already runs. A monitor process
+  (`monitor <id>`) in a session of its own, with a clean environment, starts the workload in
+  another session with PATH, LANG and what the pipeline passes (nothing of the SSH session),
+  writes `instances/<id>/instance.json` (pid, port), waits for the workload and writes
+  `exit.json` (code or signal) when it ends.
 - `stop <id> <timeout>`: SIGTERM, then SIGKILL to the workload's process group after `timeout`.
 - `status`: every instance whose workload runs (found again after a pipeline restart).
 - `exit <id>`: why an instance is not running, with the tail of its log.
@@ -28,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -89,13 +92,19 @@ def _free_port(bind, taken):
             return port
 
 
-def _monitor(root, spec, port, folder):
-    """In the detached child: start the workload, record it, wait, record how it ended."""
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+class Refused(Exception):
+    """A request the supervisor cannot carry out; its message says why."""
+
+
+CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+def monitor(root, instance_id):
+    """In its own session: start the workload, record it, wait, record how it ended."""
+    folder = os.path.join(root, "instances", instance_id)
+    spec = _read_json(os.path.join(folder, "start.json"))
+    port = int(spec["port"])
+    env = dict(CLEAN_ENV)
     env.update(spec.get("env") or {})
     artifact = os.path.join(root, "artifacts", spec["sha256"] + ".pyz")
     command = [spec.get("python") or "python3", artifact, "--port", str(port)]
@@ -127,12 +136,13 @@ def _monitor(root, spec, port, folder):
     else:
         ended["code"] = code
     _write_json(os.path.join(folder, "exit.json"), ended)
-    os._exit(0)
+    return {}
 
 
-def start(root):
-    spec = json.load(sys.stdin)
+def start(root, spec):
     instance_id = spec["id"]
+    if not instance_id or "/" in instance_id or instance_id.startswith("."):
+        raise Refused(f"bad instance id {instance_id!r}")
     os.makedirs(os.path.join(root, "instances"), exist_ok=True)
     with open(os.path.join(root, "start.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one start at a time: no id twice, no port twice
@@ -146,19 +156,26 @@ def start(root):
                 os.remove(os.path.join(folder, name))
         taken = {int(r["port"]) for r in _running(root)}
         port = _free_port(spec.get("bind") or "0.0.0.0", taken)
-        if os.fork() == 0:
-            try:
-                lock.close()  # the lock must not outlive this start in the monitor
-                _monitor(root, spec, port, folder)
-            finally:
-                os._exit(1)
+        _write_json(os.path.join(folder, "start.json"), dict(spec, port=port))
+        # The monitor gets a session of its own and a clean environment: it outlives this
+        # SSH session, and nothing of the session reaches the workload.
+        with open(os.path.join(folder, "monitor.log"), "ab") as errors:
+            subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), root, "monitor", instance_id],
+                env=CLEAN_ENV,
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             record = _read_json(os.path.join(folder, "instance.json"))
             if record is not None:
                 return dict(record, adopted=False)
             time.sleep(0.01)
-        raise SystemExit(f"instance {instance_id}: the monitor wrote no record within 10 s")
+        raise Refused(f"instance {instance_id}: the monitor wrote no record within 10 s")
 
 
 def stop(root, instance_id, timeout):
@@ -214,26 +231,68 @@ def place(root, sha, tmp):
             digest.update(chunk)
     if digest.hexdigest() != sha:
         os.remove(tmp)
-        raise SystemExit(f"uploaded artifact has sha256 {digest.hexdigest()}, not {sha}")
+        raise Refused(f"uploaded artifact has sha256 {digest.hexdigest()}, not {sha}")
     os.replace(tmp, os.path.join(root, "artifacts", sha + ".pyz"))
     return {"placed": sha}
 
 
-def main(argv):
-    root, command, args = argv[1], argv[2], argv[3:]
+def handle(root, command, args, given):
+    """The answer to one request."""
     if command == "start":
-        answer = start(root)
-    elif command == "stop":
-        answer = stop(root, args[0], args[1])
-    elif command == "status":
-        answer = {"running": _running(root)}
-    elif command == "exit":
-        answer = describe(root, args[0])
-    elif command == "place":
-        answer = place(root, args[0], args[1])
-    else:
-        raise SystemExit(f"unknown command {command!r}")
-    json.dump(answer, sys.stdout)
+        return start(root, given)
+    if command == "stop":
+        return stop(root, args[0], args[1])
+    if command == "status":
+        return {"running": _running(root)}
+    if command == "exit":
+        return describe(root, args[0])
+    if command == "place":
+        return place(root, args[0], args[1])
+    if command == "monitor":
+        return monitor(root, args[0])
+    raise Refused(f"unknown command {command!r}")
+
+
+def serve(root):
+    """Answer requests, one JSON line each, until stdin ends; each in a thread of its own.
+
+    A request is `{"n": 1, "command": "status", "args": [], "input": null}`; its answer
+    `{"n": 1, "ok": true, "answer": {...}}` or `{"n": 1, "ok": false, "error": "..."}`.
+    """
+    out = threading.Lock()
+
+    def answer(line):
+        request = json.loads(line)
+        try:
+            given = request.get("input")
+            result = handle(root, request["command"], request.get("args") or [], given)
+            reply = {"n": request.get("n"), "ok": True, "answer": result}
+        except Exception as error:
+            reply = {"n": request.get("n"), "ok": False, "error": f"{error}"}
+        with out:
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+
+    workers: list[threading.Thread] = []  # (a local annotation: never evaluated)
+    for line in sys.stdin:
+        if line.strip():
+            worker = threading.Thread(target=answer, args=(line,))
+            worker.start()
+            workers = [w for w in workers if w.is_alive()] + [worker]
+    for worker in workers:
+        worker.join()
+
+
+def main(argv):
+    root, command, args = os.path.abspath(argv[1]), argv[2], argv[3:]
+    if command == "serve":
+        serve(root)
+        return
+    given = json.load(sys.stdin) if command == "start" else None
+    try:
+        json.dump(handle(root, command, args, given), sys.stdout)
+    except Refused as error:
+        raise SystemExit(str(error)) from None
 
 
 if __name__ == "__main__":

@@ -299,3 +299,37 @@ def test_an_unreachable_host_fails_at_once_until_it_is_tried_again(
         finally:
             ssh_fleet.kill_instances()
             driver.close()
+
+
+def supervisor_pids(host: Any) -> list[int]:
+    """The `supervise.py <root> serve` processes of a host."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                words = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in words and str(host.root).encode() in words:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_lost_supervisor_session_is_started_again_and_instances_keep_running(
+    ssh_fleet: Any, make_driver: Any, pyz: Path
+) -> None:
+    driver = make_driver()
+    host = ssh_fleet.hosts[0]
+    running = driver.start(spec("resumed-1", host, pyz))
+    wait_ready(running.endpoint)
+    sessions = supervisor_pids(host)  # this driver's (and any of a closed one, ending)
+    assert sessions
+
+    for pid in sessions:
+        os.kill(pid, signal.SIGKILL)
+
+    time.sleep(0.6)  # past the age of the last listing
+    assert driver.alive("resumed-1")
+    assert driver.start(spec("resumed-1", host, pyz)).pid == running.pid
+    assert supervisor_pids(host) and not set(supervisor_pids(host)) & set(sessions)
+    wait_ready(running.endpoint)
