@@ -9,7 +9,8 @@ JSON line each, see `serve`) side by side; `python3 supervise.py <root> <command
   (`monitor <id>`) in a session of its own, with a clean environment, starts the workload in
   another session with PATH, LANG and what the pipeline passes (nothing of the SSH session),
   writes `instances/<id>/instance.json` (pid, port), waits for the workload and writes
-  `exit.json` (code or signal) when it ends.
+  `exit.json` (code or signal) when it ends. Folders of instances that ended more than a week
+  ago are removed then.
 - `stop <id> <timeout>`: SIGTERM, then SIGKILL to the workload's process group after `timeout`.
 - `status`: every instance whose workload runs (found again after a pipeline restart).
 - `exit <id>`: why an instance is not running, with the tail of its log.
@@ -26,6 +27,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,10 +79,25 @@ def _running(root):
     folder = os.path.join(root, "instances")
     found = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if os.path.exists(os.path.join(folder, name, "exit.json")):
+            continue  # its monitor saw it end
         record = _record(root, name)
         if record is not None:
             found.append(record)
     return found
+
+
+KEEP_ENDED_S = 7 * 86400  # how long the folder (log, exit status) of an ended instance stays
+
+
+def _prune(root):
+    """Remove the folders of instances that ended more than KEEP_ENDED_S ago."""
+    folder = os.path.join(root, "instances")
+    for name in os.listdir(folder):
+        ended = os.path.join(folder, name, "exit.json")
+        with contextlib.suppress(OSError):
+            if time.time() - os.stat(ended).st_mtime > KEEP_ENDED_S:
+                shutil.rmtree(os.path.join(folder, name))
 
 
 def _free_port(bind, taken):
@@ -149,6 +166,7 @@ def start(root, spec):
         record = _record(root, instance_id)
         if record is not None:
             return dict(record, adopted=True)
+        _prune(root)
         folder = os.path.join(root, "instances", instance_id)
         os.makedirs(folder, exist_ok=True)
         for name in ("instance.json", "exit.json", "stop-requested"):

@@ -333,3 +333,25 @@ def test_a_lost_supervisor_session_is_started_again_and_instances_keep_running(
     assert driver.start(spec("resumed-1", host, pyz)).pid == running.pid
     assert supervisor_pids(host) and not set(supervisor_pids(host)) & set(sessions)
     wait_ready(running.endpoint)
+
+
+def test_the_folders_of_instances_that_ended_a_week_ago_go_at_the_next_start(
+    ssh_fleet: Any, make_driver: Any, pyz: Path
+) -> None:
+    driver = make_driver()
+    host = ssh_fleet.hosts[1]
+    folders = host.root / "instances"
+    for instance_id in ("old-1", "recent-1"):
+        driver.start(spec(instance_id, host, pyz))
+        driver.stop(instance_id)
+    deadline = time.monotonic() + 5
+    while not all((folders / i / "exit.json").exists() for i in ("old-1", "recent-1")):
+        assert time.monotonic() < deadline, "the monitors recorded no exit"
+        time.sleep(0.05)
+    week_ago = time.time() - 8 * 86400
+    os.utime(folders / "old-1" / "exit.json", (week_ago, week_ago))
+
+    driver.start(spec("new-1", host, pyz))
+
+    assert not (folders / "old-1").exists()
+    assert (folders / "recent-1" / "out.log").exists()
