@@ -65,6 +65,10 @@ class SshDriverError(DriverError):
     """A host that cannot be used: unknown, unreachable, refused, or its supervisor failed."""
 
 
+class SshHostUnreachable(SshDriverError):
+    """A host the driver cannot talk to: unknown, unreachable, its key refused, session lost."""
+
+
 @dataclass(frozen=True)
 class SshHost:
     """Where a host is reached over SSH, and the address its instances answer at."""
@@ -100,6 +104,18 @@ class CmdbHosts:
     async def __call__(self) -> Mapping[str, SshHost]:
         if time.monotonic() - self._read_at < self.ttl_s:
             return self._hosts
+        try:
+            found = await self._read()
+        except (httpx.HTTPError, ValueError) as error:
+            if not self._hosts:
+                raise SshHostUnreachable(f"cannot read the hosts from the CMDB: {error}") from None
+            log.warning("cannot read the hosts from the CMDB (%s); using the last read", error)
+            self._read_at = time.monotonic() - self.ttl_s + 5  # try again in 5 s
+            return self._hosts
+        self._hosts, self._read_at = found, time.monotonic()
+        return found
+
+    async def _read(self) -> dict[str, SshHost]:
         found: dict[str, SshHost] = {}
         params: dict[str, str] = {}
         async with httpx.AsyncClient(base_url=self.base_url, timeout=5.0) as client:
@@ -119,7 +135,6 @@ class CmdbHosts:
                 if not cursor:
                     break
                 params = {"cursor": str(cursor)}
-        self._hosts, self._read_at = found, time.monotonic()
         return found
 
     def forget(self) -> None:
@@ -199,7 +214,7 @@ class SshDriver:
         self._sessions: dict[str, _Session] = {}
         # host id -> (until when, why): a host that failed to connect is not tried again before
         # then, so checking its instances one by one does not wait a connect timeout for each.
-        self._unreachable: dict[str, tuple[float, SshDriverError]] = {}
+        self._unreachable: dict[str, tuple[float, SshHostUnreachable]] = {}
         self._host_locks: dict[str, asyncio.Lock] = {}
         self._installed: set[str] = set()
         self._placed: set[tuple[str, str]] = set()  # (host id, sha256)
@@ -273,29 +288,35 @@ class SshDriver:
         return self._as_running(host, record)
 
     async def _stop(self, instance_id: str) -> None:
-        host = await self._host_of(instance_id)
-        if host is None:
+        try:
+            host = await self._host_of(instance_id)
+            if host is None:
+                return
+            answer = await self._supervise(host, "stop", instance_id, f"{self.stop_timeout_s:g}")
+        except SshHostUnreachable as error:
+            # Nothing can stop it now: it counts as stopped, so that changes can go on without
+            # the host (if the host comes back, a restart of the pipeline stops it as an orphan).
+            log.warning("cannot stop instance %s, taken as stopped: %s", instance_id, error)
             return
-        answer = await self._supervise(host, "stop", instance_id, f"{self.stop_timeout_s:g}")
         self._snapshots.pop(host.id, None)
         if answer.get("stopped"):
             INSTANCES_STOPPED.inc()
 
     async def _alive(self, instance_id: str) -> bool:
-        host = await self._host_of(instance_id)
-        if host is None:
-            return False
         try:
+            host = await self._host_of(instance_id)
+            if host is None:
+                return False
             snapshot = await self._snapshot(host)
         except SshDriverError as error:
             log.warning("cannot tell whether %s runs: %s", instance_id, error)
             return False
         return instance_id in snapshot.running
 
-    async def _running(self) -> list[Running]:
+    async def _running(self, max_age_s: float = 0) -> list[Running]:
         hosts = list((await self.hosts()).values())
         snapshots = await asyncio.gather(
-            *(self._snapshot(host, max_age_s=0) for host in hosts), return_exceptions=True
+            *(self._snapshot(host, max_age_s) for host in hosts), return_exceptions=True
         )
         found: list[Running] = []
         for host, snapshot in zip(hosts, snapshots, strict=True):
@@ -309,13 +330,13 @@ class SshDriver:
         return found
 
     async def _describe_exit(self, instance_id: str) -> str:
-        host = await self._host_of(instance_id)
-        if host is None:
-            return f"instance {instance_id} is not running on any known host"
         try:
+            host = await self._host_of(instance_id)
+            if host is None:
+                return f"instance {instance_id} is not running on any known host"
             answer = await self._supervise(host, "exit", instance_id)
         except SshDriverError as error:
-            return f"instance {instance_id} on host {host.id}: {error}"
+            return f"instance {instance_id}: {error}"
         return f"instance {instance_id} on host {host.id} {answer['how']}; log: {answer['log']}"
 
     async def _close(self) -> None:
@@ -368,7 +389,7 @@ class SshDriver:
                 forget()
                 hosts = await self.hosts()
         if host_id not in hosts:
-            raise SshDriverError(f"host {host_id} is not known (no SSH address for it)")
+            raise SshHostUnreachable(f"host {host_id} is not known (no SSH address for it)")
         return hosts[host_id]
 
     async def _host_of(self, instance_id: str) -> SshHost | None:
@@ -376,7 +397,7 @@ class SshDriver:
         host_id = self._where.get(instance_id)
         if host_id is not None:
             return await self._host(host_id)
-        await self._running()
+        await self._running(self.status_max_age_s)
         host_id = self._where.get(instance_id)
         return None if host_id is None else await self._host(host_id)
 
@@ -390,7 +411,7 @@ class SshDriver:
                 return connection
             failed = self._unreachable.get(host.id)
             if failed is not None and time.monotonic() < failed[0]:
-                raise SshDriverError(str(failed[1]))
+                raise SshHostUnreachable(str(failed[1]))
             try:
                 connection = await asyncssh.connect(
                     host.address,
@@ -405,12 +426,12 @@ class SshDriver:
                     keepalive_interval=15,
                 )
             except asyncssh.HostKeyNotVerifiable as error:
-                failure = SshDriverError(
+                failure = SshHostUnreachable(
                     f"host {host.id} ({host.address}:{host.port}) offered a host key that "
                     f"{self.known_hosts} does not list; refusing it ({error.reason})"
                 )
             except (OSError, asyncssh.Error) as error:
-                failure = SshDriverError(
+                failure = SshHostUnreachable(
                     f"cannot reach host {host.id} ({host.user}@{host.address}:{host.port}): "
                     f"{error or type(error).__name__}"
                 )
@@ -435,7 +456,7 @@ class SshDriver:
                 process = await connection.create_process(shlex.join(words), encoding="utf-8")
             except (asyncssh.Error, OSError) as error:
                 self._connections.pop(host.id, None)
-                raise SshDriverError(
+                raise SshHostUnreachable(
                     f"host {host.id}: cannot start the supervisor: {error}"
                 ) from None
             pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -496,7 +517,7 @@ class SshDriver:
                 self._sessions.pop(host.id, None)
                 session.process.close()
                 if attempt == 2:
-                    raise SshDriverError(f"host {host.id}: {command}: {error}") from None
+                    raise SshHostUnreachable(f"host {host.id}: {command}: {error}") from None
                 continue
             except TimeoutError:
                 session.pending.pop(number, None)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from pipeline.config import Settings
-from pipeline.ssh_driver import SshDriverError, SshHost, ssh_host_from_json
+from pipeline.ssh_driver import (
+    SshDriver,
+    SshDriverError,
+    SshHost,
+    SshHostUnreachable,
+    ssh_host_from_json,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -51,3 +59,23 @@ def test_the_ssh_driver_needs_a_key_and_a_known_hosts_file(tmp_path: Path) -> No
     known.write_text("")
     settings = Settings(**BASE, driver="ssh", ssh_key_path=key, ssh_known_hosts=known, ssh_bind="")
     assert (settings.ssh_bind, Settings(**BASE).driver) == (None, "local")
+
+
+def test_an_instance_on_a_host_the_driver_cannot_reach_counts_as_stopped_and_dead(
+    tmp_path: Path,
+) -> None:
+    async def hosts() -> Mapping[str, SshHost]:
+        return {"h1": SshHost("h1", "10.0.0.1")}
+
+    driver = SshDriver(hosts, client_key=tmp_path / "key", known_hosts=tmp_path / "known")
+    try:
+        driver._where["i-1"] = "h1"  # started there before the host was lost
+        lost = SshHostUnreachable("cannot reach host h1 (root@10.0.0.1:22): timed out")
+        driver._unreachable["h1"] = (time.monotonic() + 60, lost)
+
+        driver.stop("i-1")  # no error: changes go on without the host
+
+        assert driver.alive("i-1") is False
+        assert "cannot reach host h1" in driver.describe_exit("i-1")
+    finally:
+        driver.close()
