@@ -16,7 +16,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from ooda.testing import unique
+from ooda.auth import issue_token
+from ooda.testing import (
+    ServiceProcess,
+    create_database,
+    create_topics,
+    delete_topics,
+    free_port,
+    unique,
+)
 from pipeline.driver import InstanceSpec
 from pipeline.ssh_driver import SshDriver, SshDriverError, SshHost, ssh_host_from_json
 
@@ -355,3 +363,76 @@ def test_the_folders_of_instances_that_ended_a_week_ago_go_at_the_next_start(
 
     assert not (folders / "old-1").exists()
     assert (folders / "recent-1" / "out.log").exists()
+
+
+async def test_a_pipeline_killed_mid_rollout_over_ssh_adopts_its_instances_and_finishes_once(
+    kit: Any, ssh_fleet: Any, ssh_cmdb: Any, tmp_path: Path
+) -> None:
+    app = unique("shop")
+    ssh_cmdb.add_app(app, owner="shop-team")
+    ssh_cmdb.specs[app]["health_check"]["timeout_seconds"] = 20
+    prefix = unique("crash").replace("-", "") + "."
+    await create_topics(kit.infra, prefix)
+    port = free_port()
+    service = ServiceProcess(
+        "pipeline",
+        {
+            "PATH": os.environ["PATH"],
+            "PIPELINE_DATABASE_URL": await create_database(kit.infra, "pipeline"),
+            "PIPELINE_PORT": str(port),
+            "PIPELINE_CMDB_URL": ssh_cmdb.url,
+            "PIPELINE_DATA_DIR": str(tmp_path / "data"),
+            "PIPELINE_EXECUTOR_POLL_SECONDS": "0.1",
+            "PIPELINE_OUTBOX_POLL_SECONDS": "0.2",
+            "PIPELINE_DRIVER": "ssh",
+            "PIPELINE_SSH_KEY_PATH": str(ssh_fleet.client_key),
+            "PIPELINE_SSH_KNOWN_HOSTS": str(ssh_fleet.known_hosts),
+            "OODA_KAFKA_BOOTSTRAP": kit.infra.kafka_bootstrap,
+            "OODA_AUTH_SECRET": kit.infra.auth_secret,
+            "OODA_TOPIC_PREFIX": prefix,
+        },
+        port,
+        tmp_path / "pipeline.log",
+    )
+    headers = {"Authorization": f"Bearer {issue_token(kit.infra.auth_secret, 'ci', ['release'])}"}
+
+    def running_on_hosts() -> set[str]:
+        return {i for host in ssh_fleet.hosts for i in host.running() if i.startswith("chg-")}
+
+    try:
+        service.start()
+        await service.wait_ready()
+        async with httpx.AsyncClient(base_url=service.url, trust_env=False) as client:
+            slow = await kit.upload(client, headers, kit.artifacts.slow, "shop-slow.pyz")
+            change_id = await kit.request_deploy(client, headers, app, "v1", slow, {"size": 1}, 6)
+            await kit.wait_for_change(
+                client,
+                change_id,
+                lambda c: c["rollout"] is not None and c["rollout"]["started"] >= 3,
+                timeout=60,
+            )
+        service.kill()
+        survivors = {i for i in running_on_hosts() if i.startswith(change_id)}
+        assert 2 <= len(survivors) <= 3  # instances outlive the pipeline; it adopts them
+
+        service.start()
+        await service.wait_ready()
+        async with httpx.AsyncClient(base_url=service.url, trust_env=False) as client:
+            done = await kit.wait_for_change(client, change_id, kit.finished, timeout=60)
+            assert done["state"] == "succeeded", done["reason"]
+            live = (await client.get(f"/v1/apps/{app}/instances")).json()
+        ids = {i["id"] for i in live}
+        assert len(ids) == 6 and survivors <= ids
+        assert {i for i in running_on_hosts() if i.startswith(change_id)} == ids
+        events = await kit.read_events(
+            kit.infra,
+            prefix + "deploy-done",
+            lambda found: any(e.data.app == app for e in found),
+            settle=1.5,
+        )
+        (final,) = [e.data for e in events if e.data.app == app]
+        assert final.change_id == change_id and {i.id for i in final.instances} == ids
+    finally:
+        service.stop()
+        ssh_fleet.kill_instances()
+        await delete_topics(kit.infra, prefix)
