@@ -50,7 +50,8 @@ def create_app(
         )
         executing = asyncio.create_task(parts.executor.run())
         rt.tasks.append(executing)
-        rt.tasks.append(asyncio.create_task(_close_driver_at_stop(parts.driver, executing)))
+        if driver is None:  # built here from the settings, so closed here (a given one is not)
+            rt.tasks.append(asyncio.create_task(_close_driver_at_stop(parts.driver, executing)))
 
     app = create_service_app(
         settings=settings,
