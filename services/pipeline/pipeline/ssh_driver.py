@@ -430,6 +430,11 @@ class SshDriver:
                     f"host {host.id} ({host.address}:{host.port}) offered a host key that "
                     f"{self.known_hosts} does not list; refusing it ({error.reason})"
                 )
+            except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as error:
+                failure = SshHostUnreachable(
+                    f"cannot use the private key {self.client_key} (it must not need a "
+                    f"passphrase): {error}"
+                )
             except (OSError, asyncssh.Error) as error:
                 failure = SshHostUnreachable(
                     f"cannot reach host {host.id} ({host.user}@{host.address}:{host.port}): "

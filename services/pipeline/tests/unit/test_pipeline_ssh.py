@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.config import Settings
+from pipeline.driver import InstanceSpec
 from pipeline.ssh_driver import (
     SshDriver,
     SshDriverError,
@@ -77,5 +78,28 @@ def test_an_instance_on_a_host_the_driver_cannot_reach_counts_as_stopped_and_dea
 
         assert driver.alive("i-1") is False
         assert "cannot reach host h1" in driver.describe_exit("i-1")
+    finally:
+        driver.close()
+
+
+def test_a_private_key_that_needs_a_passphrase_is_reported_as_such(tmp_path: Path) -> None:
+    import asyncssh
+
+    key = tmp_path / "id_ed25519"
+    key.write_bytes(
+        asyncssh.generate_private_key("ssh-ed25519").export_private_key(
+            "pkcs8-pem", passphrase="secret"
+        )
+    )
+    (tmp_path / "known").write_text("")
+
+    async def hosts() -> Mapping[str, SshHost]:
+        return {"h1": SshHost("h1", "127.0.0.1", port=9)}
+
+    driver = SshDriver(hosts, client_key=key, known_hosts=tmp_path / "known")
+    try:
+        spec = InstanceSpec(id="i-1", app="a", version="v1", host="h1", zone="z1", artifact=key)
+        with pytest.raises(SshDriverError, match="it must not need a passphrase"):
+            driver.start(spec)
     finally:
         driver.close()
