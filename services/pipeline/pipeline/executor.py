@@ -605,11 +605,22 @@ class Executor:
     def _place(
         self, starts: Sequence[StartInstance], versions: dict[str, str]
     ) -> dict[tuple[str, str], Path]:
-        """Each artifact the batch needs in each host's cache, once per (artifact, host)."""
+        """Each artifact the batch needs in each host's cache, once per (artifact, host).
+
+        A driver that places artifacts on its hosts itself (`places_artifacts`, the ssh driver)
+        gets the store's verified copy instead.
+        """
         paths: dict[tuple[str, str], Path] = {}
+        itself = getattr(self.driver, "places_artifacts", False)
         for start in starts:
             key = (versions[start.version], start.host)
-            if key not in paths:
+            if key in paths:
+                continue
+            if itself:
+                path = self.artifacts.path(key[0])
+                self.artifacts.verify(path, key[0])
+                paths[key] = path
+            else:
                 paths[key] = self.artifacts.on_host(*key).path
         return paths
 

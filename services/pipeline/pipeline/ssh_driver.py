@@ -183,6 +183,8 @@ class _Snapshot:
 class SshDriver:
     """Instances on SSH hosts, each under the supervisor the driver installs there."""
 
+    places_artifacts = True  # uploads each artifact to its hosts: no local per-host copy
+
     def __init__(
         self,
         hosts: HostDirectory,

@@ -214,6 +214,7 @@ async def test_the_pipeline_deploys_over_ssh_and_replaces_an_instance_killed_on_
                     assert (await http.get(instance["endpoint"] + "/readyz")).status_code == 200
             for host in ssh_fleet.hosts:
                 assert (host.root / "artifacts" / f"{good}.pyz").exists()
+            assert not (tmp_path / "hosts").exists()  # no local copy per host
             victim = before[0]
             victim_host = next(h for h in ssh_fleet.hosts if h.id == victim["host"])
 
