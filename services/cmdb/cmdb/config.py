@@ -11,6 +11,16 @@ DEFAULT_ATTRIBUTE_SCHEMAS = {
     "application_spec": AttributeSchema.model_validate(
         {"attributes": {"capacity_rps": {"type": "number"}}}
     ),
+    # How the pipeline's ssh driver reaches a host (services/pipeline/README.md).
+    "host": AttributeSchema.model_validate(
+        {
+            "attributes": {
+                "ssh_port": {"type": "integer"},
+                "ssh_user": {"type": "string"},
+                "ssh_remote_dir": {"type": "string"},
+            }
+        }
+    ),
 }
 
 

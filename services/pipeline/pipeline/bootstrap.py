@@ -14,6 +14,7 @@ from pipeline.driver import Driver, LocalDriver, check_interpreter, workload_use
 from pipeline.executor import Executor
 from pipeline.gates import Limits, MetricGate, MonitorGate, limits_from
 from pipeline.liveness import ACTOR
+from pipeline.ssh_driver import CmdbHosts, SshDriver
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,36 @@ def build(
     chosen = list(gates)
     if settings.monitor_url:
         chosen.append(monitor_gate(settings, cmdb))
-    if driver is None:
-        user = workload_user(settings.workload_user)
-        check_interpreter(settings.python, user)
-        driver = LocalDriver(
-            data_dir, settings.python, stop_timeout_s=settings.stop_timeout_seconds, user=user
-        )
     return Components(
         settings=settings,
         cmdb=cmdb,
-        driver=driver,
+        driver=driver or runtime_driver(settings),
         artifacts=ArtifactStore(data_dir),
         gates=chosen,
+    )
+
+
+def runtime_driver(settings: Settings) -> Driver:
+    """The driver `settings.driver` names: local processes, or the CMDB's hosts over SSH."""
+    if settings.driver == "ssh":
+        assert settings.ssh_key_path is not None and settings.ssh_known_hosts is not None
+        return SshDriver(
+            CmdbHosts(settings.cmdb_url, settings.ssh_user),
+            client_key=settings.ssh_key_path,
+            known_hosts=settings.ssh_known_hosts,
+            remote_dir=settings.ssh_remote_dir,
+            python=settings.ssh_python,
+            bind=settings.ssh_bind,
+            stop_timeout_s=settings.stop_timeout_seconds,
+            connect_timeout_s=settings.ssh_connect_timeout_seconds,
+        )
+    user = workload_user(settings.workload_user)
+    check_interpreter(settings.python, user)
+    return LocalDriver(
+        settings.data_dir.resolve(),
+        settings.python,
+        stop_timeout_s=settings.stop_timeout_seconds,
+        user=user,
     )
 
 

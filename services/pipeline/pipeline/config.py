@@ -1,8 +1,9 @@
 """Settings of the pipeline service, read from `PIPELINE_*` and `OODA_*` environment variables."""
 
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from ooda.settings import ServiceSettings
@@ -63,6 +64,30 @@ class Settings(ServiceSettings):
         description="unprivileged user that instances run as when the pipeline runs as root "
         "(created as a system user if missing)",
     )
+    driver: Literal["local", "ssh"] = Field(
+        "local", description="where instances run: this machine, or the CMDB's hosts over SSH"
+    )
+    ssh_user: str = Field(
+        "ooda", description="SSH user on hosts without `attributes.ssh_user` (ssh driver)"
+    )
+    ssh_key_path: Path | None = Field(
+        None, description="the private key the ssh driver logs in with (kept outside the repo)"
+    )
+    ssh_known_hosts: Path | None = Field(
+        None, description="known_hosts file the hosts' keys are checked against (ssh driver)"
+    )
+    ssh_remote_dir: str = Field(
+        ".ooda-pipeline",
+        description="folder (relative to the SSH user's home) of the supervisor, artifacts and "
+        "instances on each host",
+    )
+    ssh_python: str = Field("python3", description="interpreter on the hosts (ssh driver)")
+    ssh_bind: str | None = Field(
+        None,
+        description="address instances listen on (ssh driver); the host's CMDB address when "
+        "unset, e.g. 0.0.0.0 for every interface",
+    )
+    ssh_connect_timeout_seconds: float = Field(10.0, gt=0, description="SSH connect timeout")
     monitor_url: str | None = Field(
         None,
         description="base URL of the monitor's HTTP API; when set, every batch passes a metric "
@@ -78,7 +103,19 @@ class Settings(ServiceSettings):
         None, gt=0, description="p99 latency limit (ms); default the spec's slo.latency_p99_ms"
     )
 
-    @field_validator("monitor_url", mode="before")
+    @model_validator(mode="after")
+    def _ssh_needs_keys(self) -> Self:
+        if self.driver == "ssh":
+            for name in ("ssh_key_path", "ssh_known_hosts"):
+                path = getattr(self, name)
+                if path is None or not path.is_file():
+                    raise ValueError(
+                        f"PIPELINE_{name.upper()} must name a readable file with the ssh "
+                        f"driver (got {path})"
+                    )
+        return self
+
+    @field_validator("monitor_url", "ssh_bind", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

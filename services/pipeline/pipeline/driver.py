@@ -33,6 +33,13 @@ from pipeline.metrics import INSTANCES_STARTED, INSTANCES_STOPPED
 
 log = logging.getLogger(__name__)
 
+LOCALHOST = "127.0.0.1"  # where instances answer unless their driver says otherwise
+
+
+class DriverError(RuntimeError):
+    """The driver cannot act on an instance's host (unknown, unreachable, refused); the batch
+    that asked fails with this reason."""
+
 
 @dataclass(frozen=True)
 class InstanceSpec:
@@ -57,7 +64,7 @@ class Running:
     pid: int
     port: int
     started_at: str
-    address: str = "127.0.0.1"
+    address: str = LOCALHOST
 
     @property
     def endpoint(self) -> str:

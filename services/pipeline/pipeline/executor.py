@@ -56,7 +56,7 @@ from pipeline.domain import (
     plan_rollback,
     supersede_scale_requests,
 )
-from pipeline.driver import Driver, InstanceSpec, Running
+from pipeline.driver import LOCALHOST, Driver, DriverError, InstanceSpec, Running
 from pipeline.gates import GateInstance, MetricGate, wait_ready
 from pipeline.handlers import (
     RequestChange,
@@ -271,7 +271,7 @@ class Executor:
         try:
             async with self._probes:
                 _, writer = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", row["port"]), 2.0
+                    asyncio.open_connection(row["address"] or LOCALHOST, row["port"]), 2.0
                 )
         except ConnectionRefusedError:
             return False
@@ -543,6 +543,9 @@ class Executor:
         processes: list[Running] = []
         try:
             await asyncio.to_thread(self._start_all, specs, processes)
+        except DriverError as error:
+            # A host the driver cannot use fails the batch (its rollback stops what started).
+            return f"cannot start instance {specs[len(processes)].id}: {error}"
         finally:
             # Even when a start failed part-way, keep what did start (its re-run adopts them).
             if processes:
@@ -602,11 +605,22 @@ class Executor:
     def _place(
         self, starts: Sequence[StartInstance], versions: dict[str, str]
     ) -> dict[tuple[str, str], Path]:
-        """Each artifact the batch needs in each host's cache, once per (artifact, host)."""
+        """Each artifact the batch needs in each host's cache, once per (artifact, host).
+
+        A driver that places artifacts on its hosts itself (`places_artifacts`, the ssh driver)
+        gets the store's verified copy instead.
+        """
         paths: dict[tuple[str, str], Path] = {}
+        itself = getattr(self.driver, "places_artifacts", False)
         for start in starts:
             key = (versions[start.version], start.host)
-            if key not in paths:
+            if key in paths:
+                continue
+            if itself:
+                path = self.artifacts.path(key[0])
+                self.artifacts.verify(path, key[0])
+                paths[key] = path
+            else:
                 paths[key] = self.artifacts.on_host(*key).path
         return paths
 
@@ -653,6 +667,7 @@ class Executor:
                     "instance_id": proc.id,
                     "new_pid": proc.pid,
                     "new_port": proc.port,
+                    "new_address": proc.address,
                     "new_started_at": datetime.fromisoformat(proc.started_at),
                 }
                 for proc in processes
@@ -687,7 +702,10 @@ _RECORD_PROCESS = (
     update(instances)
     .where(instances.c.id == bindparam("instance_id"))
     .values(
-        pid=bindparam("new_pid"), port=bindparam("new_port"), started_at=bindparam("new_started_at")
+        pid=bindparam("new_pid"),
+        port=bindparam("new_port"),
+        address=bindparam("new_address"),
+        started_at=bindparam("new_started_at"),
     )
 )
 

@@ -8,7 +8,7 @@ application's `deploy-done` with its complete instance set and the next per-appl
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +37,7 @@ from pipeline.domain import (
     Target,
     events,
 )
+from pipeline.driver import LOCALHOST
 from pipeline.metrics import CHANGES_FINISHED
 from pipeline.store import app_state, audit_log, change_windows, changes, freezes, instances
 
@@ -291,15 +292,20 @@ _REF_STATUS: dict[str, Literal["starting", "ready", "stopping", "failed"]] = {
 }
 
 
+def endpoint_of(row: Mapping[str, Any]) -> str | None:
+    """`http://address:port` of a stored instance (None before its process started)."""
+    port = row["port"]
+    return f"http://{row.get('address') or LOCALHOST}:{port}" if port else None
+
+
 def instance_ref(row: dict[str, Any]) -> InstanceRef:
     """The deploy-done form of a stored instance."""
-    port = row["port"]
     return InstanceRef(
         id=row["id"],
         version=row["version"],
         host=row["host"],
         zone=row["zone"],
-        endpoint=f"http://127.0.0.1:{port}" if port else "",
+        endpoint=endpoint_of(row) or "",
         status=_REF_STATUS.get(row["status"], "failed"),
         started_at=row["started_at"],
     )

@@ -51,7 +51,8 @@ def create_app(
             liveness_s=settings.liveness_seconds,
             liveness_grace_s=settings.liveness_grace_seconds,
         )
-        rt.tasks.append(asyncio.create_task(parts.executor.run()))
+        executing = asyncio.create_task(parts.executor.run())
+        rt.tasks.append(executing)
         rt.tasks.append(
             asyncio.create_task(
                 collect_periodically(
@@ -64,6 +65,8 @@ def create_app(
                 )
             )
         )
+        if driver is None:  # built here from the settings, so closed here (a given one is not)
+            rt.tasks.append(asyncio.create_task(_close_driver_at_stop(parts.driver, executing)))
 
     app = create_service_app(
         settings=settings,
@@ -81,6 +84,17 @@ def create_app(
     )
     app.state.pipeline = parts
     return app
+
+
+async def _close_driver_at_stop(driver: Driver, executing: asyncio.Task[None]) -> None:
+    """At shutdown, once the executor has stopped, close the driver (its SSH connections)."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await asyncio.wait([executing], timeout=5)
+        close = getattr(driver, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
 
 
 def run() -> None:

@@ -90,6 +90,12 @@ instances = Table(
     Column("host", String(128), nullable=False),
     Column("zone", String(128), nullable=False),
     Column("port", Integer, nullable=True),
+    Column(
+        "address",
+        String(253),
+        nullable=True,
+        comment="host name or IPv4 address the instance answers at; null: 127.0.0.1",
+    ),
     Column("pid", Integer, nullable=True),
     Column("status", String(16), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.domain import Change
+from pipeline.handlers import endpoint_of
 from pipeline.schemas import ArtifactOut, AuditOut, ChangeOut, InstanceOut
 from pipeline.store import artifacts, audit_log, changes, instances
 
@@ -69,8 +70,8 @@ async def list_instances(session: AsyncSession, app: str, all_: bool) -> list[In
     out = []
     for row in await session.execute(query):
         data = dict(row._mapping)
-        port = data.pop("port")
-        data["endpoint"] = f"http://127.0.0.1:{port}" if port else None
+        data["endpoint"] = endpoint_of(data)
+        del data["port"], data["address"]
         out.append(InstanceOut(**data))
     return out
 

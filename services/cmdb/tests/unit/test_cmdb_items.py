@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from cmdb.config import DEFAULT_ATTRIBUTE_SCHEMAS
 from cmdb.domain import (
     ApplicationSpec,
     AttributeSchema,
@@ -194,6 +195,14 @@ def test_a_type_without_a_schema_accepts_no_custom_attributes() -> None:
     assert attribute_problems(host(), {}) == []
     assert attribute_problems(host(attributes={"rack": "r1"}), {}) == [
         Problem(path=("attributes", "rack"), message="unknown attribute for host")
+    ]
+
+
+def test_hosts_accept_the_ssh_attributes_by_default() -> None:
+    ssh = {"ssh_port": 2222, "ssh_user": "deploy", "ssh_remote_dir": "/srv/ooda"}
+    assert attribute_problems(host(attributes=ssh), DEFAULT_ATTRIBUTE_SCHEMAS) == []
+    assert attribute_problems(host(attributes={"ssh_port": "22"}), DEFAULT_ATTRIBUTE_SCHEMAS) == [
+        Problem(path=("attributes", "ssh_port"), message="must be of type integer, got '22'")
     ]
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -91,6 +94,13 @@ class FakeCmdb:
 def cmdb() -> Iterator[FakeCmdb]:
     fake = FakeCmdb()
     fake.add_hosts()
+    with serving(fake):
+        yield fake
+
+
+@contextlib.contextmanager
+def serving(fake: FakeCmdb) -> Iterator[FakeCmdb]:
+    """The fake CMDB answering over HTTP on a free port (its `url`) while the block runs."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -109,9 +119,11 @@ def cmdb() -> Iterator[FakeCmdb]:
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def build_artifact(out: Path, **baked_env: str) -> bytes:
@@ -330,3 +342,185 @@ class Kit:
 @pytest.fixture
 def kit(infra: Infra, cmdb: FakeCmdb, artifacts: Artifacts) -> Kit:
     return Kit(infra, cmdb, artifacts)
+
+
+# --- SSH hosts: real sshd processes on localhost ports, one per "host" and zone --------------
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+@dataclass
+class SshdHost:
+    """One sshd on its own loopback address and a free port; the driver's folder on it is `root`
+    (the hosts share this machine's filesystem, so each has a folder of its own)."""
+
+    id: str
+    zone: str
+    address: str
+    port: int
+    root: Path
+    host_key_line: str  # `<type> <base64>` of its host key
+    process: subprocess.Popen[bytes] | None = None
+
+    def cmdb_item(self) -> dict[str, Any]:
+        """The host as the CMDB lists it, with the SSH attributes the driver reads."""
+        return {
+            "id": self.id,
+            "zone_id": self.zone,
+            "pool_id": "general",
+            "address": self.address,
+            "cpu_millis": 4000,
+            "memory_mib": 8192,
+            "status": "up",
+            "allocated": {"cpu_millis": 0, "memory_mib": 0},
+            "attributes": {
+                "ssh_port": self.port,
+                "ssh_user": getpass.getuser(),
+                "ssh_remote_dir": str(self.root),
+            },
+        }
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """The supervisor's instance records on this host, by instance id."""
+        found = {}
+        for record in (self.root / "instances").glob("*/instance.json"):
+            with contextlib.suppress(OSError, ValueError):
+                found[record.parent.name] = json.loads(record.read_text())
+        return found
+
+    def running(self) -> set[str]:
+        """Ids of the instances whose workload runs now on this host."""
+        return {
+            instance_id
+            for instance_id, record in self.records().items()
+            if instance_runs(int(record.get("pid", 0)), instance_id)
+        }
+
+
+@dataclass
+class SshFleet:
+    """Three sshd hosts, the client key they authorise and a known_hosts file listing them."""
+
+    hosts: list[SshdHost]
+    client_key: Path
+    known_hosts: Path
+
+    def known_hosts_without(self, folder: Path, host_id: str) -> Path:
+        """A known_hosts file that lists every host but `host_id`."""
+        path = folder / f"known_hosts-without-{host_id}"
+        path.write_text(
+            "".join(
+                f"[{h.address}]:{h.port} {h.host_key_line}\n" for h in self.hosts if h.id != host_id
+            )
+        )
+        return path
+
+    def kill_instances(self) -> None:
+        """Kill every workload the supervisors started on the fleet's hosts."""
+        for host in self.hosts:
+            for instance_id, record in host.records().items():
+                with contextlib.suppress(OSError, KeyError, ValueError):
+                    if instance_runs(int(record["pid"]), instance_id):
+                        os.killpg(int(record["pid"]), signal.SIGKILL)
+
+
+def _free_tcp_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_sshd(config: Path, address: str, port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [str(SSHD), "-D", "-e", "-f", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=(config.parent / "sshd.log").open("ab"),
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log = (config.parent / "sshd.log").read_text()
+            raise RuntimeError(f"sshd on port {port} exited: {log[-1000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex((address, port)) == 0:
+                return process
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"sshd on port {port} did not listen within 10 s")
+
+
+@pytest.fixture(scope="module")
+def ssh_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshFleet]:
+    """Three real sshd processes (Debian openssh-server), each a host in its own zone, with a
+    host key and an authorised client key generated for this run."""
+    import asyncssh
+
+    if not SSHD.exists():
+        raise RuntimeError(f"{SSHD} is missing: install openssh-server (tools/bootstrap.sh)")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+    folder = tmp_path_factory.mktemp("ssh")
+    client = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = folder / "id_ed25519"
+    client_key.write_bytes(client.export_private_key())
+    client_key.chmod(0o600)
+    authorized = folder / "authorized_keys"
+    authorized.write_bytes(client.export_public_key())
+    hosts: list[SshdHost] = []
+    try:
+        for n, zone in enumerate(("z1", "z2", "z3")):
+            home = folder / f"host{n}"
+            home.mkdir()
+            host_key = asyncssh.generate_private_key("ssh-ed25519")
+            (home / "host_key").write_bytes(host_key.export_private_key())
+            (home / "host_key").chmod(0o600)
+            address = f"127.0.0.{11 + n}"  # its own address: endpoints must name their host's
+            port = _free_tcp_port(address)
+            config = home / "sshd_config"
+            config.write_text(
+                f"Port {port}\n"
+                f"ListenAddress {address}\n"
+                f"HostKey {home / 'host_key'}\n"
+                f"PidFile {home / 'sshd.pid'}\n"
+                f"AuthorizedKeysFile {authorized}\n"
+                "PubkeyAuthentication yes\n"
+                "PasswordAuthentication no\n"
+                "KbdInteractiveAuthentication no\n"
+                "PermitRootLogin prohibit-password\n"
+                "StrictModes no\n"  # the keys live in a temp folder, not in ~/.ssh
+                "UsePAM no\n"
+                "MaxSessions 32\n"
+                "Subsystem sftp internal-sftp\n"
+                "LogLevel ERROR\n"
+            )
+            host = SshdHost(
+                id=f"ssh-{zone}",
+                zone=zone,
+                address=address,
+                port=port,
+                root=home / "ooda",
+                host_key_line=" ".join(host_key.export_public_key().decode().split()[:2]),
+            )
+            host.process = _start_sshd(config, address, port)
+            hosts.append(host)
+        known_hosts = folder / "known_hosts"
+        known_hosts.write_text(
+            "".join(f"[{h.address}]:{h.port} {h.host_key_line}\n" for h in hosts)
+        )
+        yield SshFleet(hosts, client_key, known_hosts)
+    finally:
+        SshFleet(hosts, client_key, folder / "none").kill_instances()
+        for host in hosts:
+            if host.process is not None:
+                host.process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    host.process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def ssh_cmdb(ssh_fleet: SshFleet) -> Iterator[FakeCmdb]:
+    """A fake CMDB whose hosts are the fleet's sshd hosts (address and SSH attributes)."""
+    fake = FakeCmdb(hosts=[host.cmdb_item() for host in ssh_fleet.hosts])
+    with serving(fake):
+        yield fake
