@@ -72,6 +72,17 @@ def verify_token(secret: str, token: str) -> Actor:
 _bearer = HTTPBearer(auto_error=False)
 
 
+def admin_caller(request: Request) -> bool:
+    """Whether the request carries a valid token with the `admin` scope (no error otherwise)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    try:
+        return ADMIN in verify_token(_secret(request), token.strip()).scopes
+    except ValueError:
+        return False
+
+
 def _secret(request: Request) -> str:
     settings = request.app.state.settings
     return str(settings.auth_secret.get_secret_value())

@@ -40,9 +40,11 @@ from cmdb.schemas import (
     WriteResult,
 )
 from ooda.auth import AuthenticatedActor
+from ooda.problems import errors
 from ooda.service import AppIdPath, Runtime
 
-router = APIRouter(prefix="/v1", lifespan=read_pool)
+# Any read may meet a malformed selector, filter or cursor (400); any write a concurrent one (409).
+router = APIRouter(prefix="/v1", lifespan=read_pool, responses=errors(400, 409))
 
 RESERVED = frozenset({"selector", "sort", "limit", "cursor"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
-from ooda.service import validation_error
+from ooda.problems import validation_error
 
 pytestmark = pytest.mark.unit
 
