@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
@@ -22,10 +23,14 @@ Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 """A PostgreSQL `integer`."""
 Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 """A non-negative PostgreSQL `integer` (a count)."""
+Positive32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
+"""A positive PostgreSQL `integer` (a size, a replica count)."""
 Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
 """A PostgreSQL `bigint`."""
 Count64 = Annotated[int, Field(ge=0, le=INT64_MAX)]
 """A non-negative PostgreSQL `bigint`."""
+Positive64 = Annotated[int, Field(ge=1, le=INT64_MAX)]
+"""A positive PostgreSQL `bigint`."""
 Finite = Annotated[float, Field(ge=-FLOAT_MAX, le=FLOAT_MAX, allow_inf_nan=False)]
 """A float that is a number (no NaN or infinity) and leaves room for arithmetic."""
 
@@ -35,6 +40,10 @@ Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 """A duration in seconds, zero or more."""
 PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
 """A duration in seconds, more than zero."""
+
+MAX_DURATION = timedelta(seconds=MAX_SECONDS)
+Duration = Annotated[timedelta, Field(ge=timedelta(0), le=MAX_DURATION)]
+"""A duration (seconds or ISO 8601), zero to ten years."""
 
 NO_NUL = r"^[^\x00]*$"
 """Any text PostgreSQL can store: everything but the NUL character."""

@@ -3,8 +3,9 @@ the safety net that turns a value the database refuses into a 422 instead of a 5
 
 Every 422 has FastAPI's shape (`{"detail": [{"loc", "msg", "type"}]}`), whoever raised it; every
 other error is `{"detail": ...}`. Each operation documents the errors it can answer: 422 and 503
-everywhere, 401 and 403 where a token is required, 404 where the path names something, and
-whatever else a route declares with `responses=errors(409, ...)`."""
+everywhere, 401 and 403 where a token is required, 404 where the path names something, 400 where
+a body is read (one that does not decode), and whatever else a route declares with
+`responses=errors(409, ...)`."""
 
 from __future__ import annotations
 
@@ -190,16 +191,30 @@ def document_errors(app: FastAPI, unguarded: tuple[str, ...] = ()) -> None:
                     statuses += [401, 403]
                 if "{" in path:
                     statuses.append(404)
+                if "requestBody" in operation:
+                    statuses.append(400)  # a body that does not even decode
                 responses = operation.setdefault("responses", {})
                 for status in statuses:
                     responses.setdefault(str(status), _response(status))
-                # FastAPI's own 422 schema (HTTPValidationError) is the same shape, stricter.
-                if "422" in responses:
-                    responses["422"] = _response(422)
+                responses["422"] = _invalid(responses["422"])
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _invalid(declared: dict[str, Any]) -> dict[str, Any]:
+    """The 422 answer: FastAPI's shape (its own HTTPValidationError schema says the same, less
+    strictly), or either that or what the route declared for its own 422 (an import's report)."""
+    invalid = _response(422)
+    schema = declared.get("content", {}).get("application/json", {}).get("schema", {})
+    if schema and not str(schema.get("$ref", "")).endswith("/HTTPValidationError"):
+        either = {"anyOf": [schema, invalid["content"]["application/json"]["schema"]]}
+        invalid = {
+            "description": declared.get("description", invalid["description"]),
+            "content": {"application/json": {"schema": either}},
+        }
+    return invalid
 
 
 def _response(status: int) -> dict[str, Any]:

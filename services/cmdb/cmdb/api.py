@@ -43,8 +43,9 @@ from ooda.auth import AuthenticatedActor
 from ooda.problems import errors
 from ooda.service import AppIdPath, Runtime
 
-# Any read may meet a malformed selector, filter or cursor (400); any write a concurrent one (409).
-router = APIRouter(prefix="/v1", lifespan=read_pool, responses=errors(400, 409))
+# Any read may meet a malformed selector, filter or cursor (400) or name an unknown item (404);
+# any write a concurrent one (409).
+router = APIRouter(prefix="/v1", lifespan=read_pool, responses=errors(400, 404, 409))
 
 RESERVED = frozenset({"selector", "sort", "limit", "cursor"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
@@ -163,6 +164,7 @@ def _collection_routes(collection: str, kind: str) -> None:
         tags=tag,
         summary=f"Create or update a {kind} (201 created, 200 updated or unchanged)",
         response_model=WriteResult,
+        responses={201: {"model": WriteResult, "description": "Created"}},
     )
     router.add_api_route(
         path + "/{item_id}",
@@ -197,6 +199,7 @@ async def get_spec(request: Request, app: AppIdPath) -> dict[str, Any]:
     tags=["apps"],
     summary="Declare the application's spec: a new revision and one change-requested",
     response_model=SpecOut,
+    responses={201: {"model": SpecOut, "description": "A new revision"}},
 )
 async def put_spec(
     request: Request,
@@ -322,7 +325,7 @@ async def get_search(
     tags=["import"],
     summary="Import items from JSON lines or CSV (all-or-nothing unless atomic=false)",
     response_model=ImportResult,
-    responses={422: {"description": "bad rows; nothing was changed"}},
+    responses={422: {"model": ImportResult, "description": "bad rows; nothing was changed"}},
 )
 async def post_import(
     request: Request,

@@ -74,6 +74,7 @@ def _runtime(request: Request) -> Runtime:
     status_code=status.HTTP_201_CREATED,
     tags=["observations"],
     summary="Record one window of an application's aggregates and publish metric-observed",
+    responses={200: {"model": ObservationOut, "description": "This window was already recorded"}},
 )
 async def post_observation(
     app: AppId,

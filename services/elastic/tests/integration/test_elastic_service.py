@@ -601,4 +601,4 @@ async def test_a_budget_for_a_team_the_cmdb_does_not_know_is_refused(elastic: El
         headers=elastic.svc.auth("alice", f"team:{team}"),
     )
     assert response.status_code == 422
-    assert f"unknown team {team!r}" in response.json()["detail"]
+    assert f"unknown team {team!r}" in response.json()["detail"][0]["msg"]
