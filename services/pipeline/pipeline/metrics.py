@@ -18,3 +18,12 @@ CHANGES_FINISHED = Counter(
 )
 INSTANCES_STARTED = Counter("pipeline_instances_started_total", "Instances started by a driver.")
 INSTANCES_STOPPED = Counter("pipeline_instances_stopped_total", "Instances stopped by a driver.")
+HEAL_FAILURES = Counter(
+    "pipeline_heal_failures_total",
+    "Healing changes that could not be requested (logged; retried at the next watch).",
+    ["app"],
+)
+PROBE_FAILURES = Counter(
+    "pipeline_probe_failures_total",
+    "Liveness probes that failed in themselves (logged; the instance counted as alive).",
+)

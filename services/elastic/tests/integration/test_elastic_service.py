@@ -602,3 +602,37 @@ async def test_a_budget_for_a_team_the_cmdb_does_not_know_is_refused(elastic: El
     )
     assert response.status_code == 422
     assert f"unknown team {team!r}" in response.json()["detail"][0]["msg"]
+
+
+async def test_numbers_past_their_columns_and_text_with_nul_are_refused_with_the_field(
+    elastic: Elastic,
+) -> None:
+    client, team = elastic.svc.client, unique("team")
+    infra_headers = elastic.svc.auth("ops", "infra")
+    past_bigint = await client.put(
+        f"/v1/quotas/{team}/zone/zone-a",
+        json={"cpu_millis": 2**63, "memory_mib": 1},
+        headers=infra_headers,
+    )
+    assert past_bigint.status_code == 422, past_bigint.text
+    assert [p["loc"] for p in past_bigint.json()["detail"]] == [["body", "cpu_millis"]]
+    assert all("type" in p for p in past_bigint.json()["detail"])
+    nul = await client.post(
+        "/v1/migrations",
+        json={"source": {"kind": "zone", "name": "zone\u0000a"}},
+        headers=infra_headers,
+    )
+    assert nul.status_code == 422, nul.text
+    huge_cooldown = await client.put(
+        f"/v1/apps/{unique('app')}/policy",
+        json={
+            "team": team,
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "scale_up_cooldown": 10**12,
+        },
+        headers=elastic.svc.auth("alice", f"team:{team}"),
+    )
+    assert huge_cooldown.status_code == 422, huge_cooldown.text
+    capacity = await client.get("/v1/capacity", params={"cpu_millis": 2**40})
+    assert capacity.status_code == 422, capacity.text
