@@ -208,7 +208,8 @@ def _invalid(declared: dict[str, Any]) -> dict[str, Any]:
     strictly), or either that or what the route declared for its own 422 (an import's report)."""
     invalid = _response(422)
     schema = declared.get("content", {}).get("application/json", {}).get("schema", {})
-    if schema and not str(schema.get("$ref", "")).endswith("/HTTPValidationError"):
+    plain = str(schema.get("$ref", "")).endswith(("/HTTPValidationError", "/InvalidOut"))
+    if schema and not plain:
         either = {"anyOf": [schema, invalid["content"]["application/json"]["schema"]]}
         invalid = {
             "description": declared.get("description", invalid["description"]),
