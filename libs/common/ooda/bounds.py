@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
@@ -44,6 +44,20 @@ PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=Fal
 MAX_DURATION = timedelta(seconds=MAX_SECONDS)
 Duration = Annotated[timedelta, Field(ge=timedelta(0), le=MAX_DURATION)]
 """A duration (seconds or ISO 8601), zero to ten years."""
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _within_time(moment: datetime) -> datetime:
+    if moment.tzinfo is not None and not EARLIEST <= moment < LATEST:
+        raise ValueError("must be between 1970 and 3000")
+    return moment
+
+
+Moment = Annotated[datetime, AfterValidator(_within_time)]
+"""A point in time between 1970 and 3000: any computation around it (windows, retention, the
+next step) stays within `datetime`'s range. (Whether it needs a timezone is the caller's rule.)"""
 
 NO_NUL = r"^[^\x00]*$"
 """Any text PostgreSQL can store: everything but the NUL character."""

@@ -48,7 +48,7 @@ from monitor.schemas import (
 )
 from monitor.views import list_alerts, list_announced, list_targets, metric_range, rules_of
 from ooda.auth import Actor, requires
-from ooda.bounds import NO_NUL, PositiveSeconds
+from ooda.bounds import NO_NUL, Moment, PositiveSeconds
 from ooda.events.contracts import APP_ID_PATTERN
 from ooda.problems import errors, inline_schema
 from ooda.service import AppIdPath as AppId
@@ -221,8 +221,8 @@ async def get_metric_range(
     app: AppId,
     request: Request,
     metric: Metric,
-    start: datetime,
-    end: datetime | None = None,
+    start: Annotated[Moment, Query()],
+    end: Annotated[Moment | None, Query()] = None,
     step: Annotated[
         PositiveSeconds | None, Query(description="seconds; default the interval")
     ] = None,

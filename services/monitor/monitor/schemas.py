@@ -7,7 +7,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.domain import Metric, Op
-from ooda.bounds import Count32, Finite, HostPort, NoNul, PositiveSeconds, Seconds
+from ooda.bounds import (
+    FLOAT_MAX,
+    INT32_MAX,
+    Count32,
+    Finite,
+    HostPort,
+    Moment,
+    NoNul,
+    PositiveSeconds,
+    Seconds,
+)
 from ooda.events.contracts import APP_ID_PATTERN, MetricValues
 
 Severity = Literal["info", "warning", "critical"]
@@ -27,8 +37,8 @@ class ObservationIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    window_start: datetime
-    window_end: datetime
+    window_start: Moment
+    window_end: Moment
     values: MetricValues
     instance_count: Count32
 
@@ -39,6 +49,16 @@ class ObservationIn(BaseModel):
         if self.window_end <= self.window_start:
             raise ValueError("window_end must be after window_start")
         return self
+
+    @field_validator("values")
+    @classmethod
+    def values_are_bounded(cls, values: MetricValues) -> MetricValues:
+        for name, value in values.model_dump().items():
+            if isinstance(value, float) and not -FLOAT_MAX <= value <= FLOAT_MAX:
+                raise ValueError(f"{name}: {value} is not a finite number up to {FLOAT_MAX:g}")
+            if isinstance(value, int) and value > INT32_MAX:
+                raise ValueError(f"{name}: {value} is more than {INT32_MAX}")
+        return values
 
 
 class ObservationOut(BaseModel):

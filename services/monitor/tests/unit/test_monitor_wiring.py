@@ -222,3 +222,29 @@ async def test_an_answer_that_is_not_an_exposition_is_not_echoed_in_the_error() 
     (result,) = await scraper_for(handler).scrape_all([Target("app", "x", "http://h/metrics")])
     assert not result.up and "line 1" in (result.last_error or "")
     assert "secret" not in (result.last_error or "")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"window_start": "9999-12-31T23:58:00Z", "window_end": "9999-12-31T23:59:00Z"},
+        {"values": {"request_rate": 1e309}},
+        {"values": {"ready_instances": 2**31}},
+    ],
+)
+def test_an_observation_that_would_overflow_downstream_arithmetic_is_refused(
+    change: dict[str, object],
+) -> None:
+    from pydantic import ValidationError
+
+    from monitor.schemas import ObservationIn
+
+    fine = {
+        "window_start": "2026-01-01T00:00:00Z",
+        "window_end": "2026-01-01T00:01:00Z",
+        "values": {"request_rate": 1.0},
+        "instance_count": 1,
+    }
+    ObservationIn.model_validate(fine)
+    with pytest.raises(ValidationError):
+        ObservationIn.model_validate(fine | change)
