@@ -17,7 +17,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -114,9 +114,11 @@ def _problems(detail: Any) -> list[dict[str, Any]]:
     return [problem([], detail if isinstance(detail, str) else json.dumps(detail, default=str))]
 
 
-async def http_error(request: Request, exc: Exception) -> JSONResponse:
+async def http_error(request: Request, exc: Exception) -> Response:
     """An HTTPException as JSON; a 422 always in FastAPI's shape."""
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code in (204, 304):  # answers that have no body
+        return Response(status_code=exc.status_code, headers=getattr(exc, "headers", None))
     detail: Any = exc.detail
     if exc.status_code == 422:
         detail = _problems(detail)
