@@ -3,7 +3,7 @@ and within its column, endpoints that are strictly `host:port`.
 
 PostgreSQL refuses a NUL in text and a number past its column's type; checked here, such input is
 a 422 naming the field instead of a database error. Use these types in request models, path and
-query parameters alike (`Annotated[Text, Query()]` keeps the bounds)."""
+query parameters alike (`Annotated[ShortText, Query()]` keeps the bounds)."""
 
 from __future__ import annotations
 
