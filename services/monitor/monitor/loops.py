@@ -181,7 +181,7 @@ class Monitor:
     async def _vetted(self, found: list[Target], announced: list[Target]) -> list[Target]:
         """The announced targets, those on hosts the CMDB does not know marked refused."""
         known_hosts = getattr(self.source, "known_hosts", None)
-        if known_hosts is None:
+        if known_hosts is None or not announced:  # the CMDB's hosts are read only when needed
             return announced
         known = await known_hosts()
         if known is None:
