@@ -61,8 +61,9 @@ def run_schemathesis(
     workers: int = 1,
 ) -> FuzzRun:
     """Run every phase of schemathesis against `base_url`/openapi.json with an admin `token`."""
+    report_dir = report_dir / service
     report_dir.mkdir(parents=True, exist_ok=True)
-    report = report_dir / f"{service}.json"
+    report = report_dir / "report.json"
     command = [
         str(Path(sys.executable).parent / "schemathesis"),
         "run",
@@ -90,7 +91,11 @@ def run_schemathesis(
     if max_time_s is not None:
         command += ["--max-time", str(int(max_time_s))]
     env = dict(os.environ) | {"NO_COLOR": "1", "COLUMNS": "160"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    # Run in the report's folder: schemathesis keeps a cache of past failures in its working
+    # directory, and a fresh one keeps each run determined by its seed alone.
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, check=False, cwd=report_dir
+    )
     output = done.stdout + done.stderr
     if not report.exists():
         raise AssertionError(f"schemathesis wrote no report for {service}:\n{output[-5000:]}")
