@@ -1,5 +1,5 @@
 # OODA: every routine command is one target calling a real tool.
-.PHONY: help venv up restart down status demo first-event test unit lint typecheck bench contracts dashboards evaluate clean
+.PHONY: help venv up restart down status demo first-event test unit lint typecheck bench fuzz contracts dashboards evaluate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,11 @@ bench: venv  ## benchmarks, each beside a baseline measured in the same run
 	.venv/bin/python bench/pipeline.py
 	.venv/bin/python bench/cmdb.py
 	.venv/bin/python bench/loop.py
+
+fuzz: venv  ## schemathesis against the five services at length (OODA_FUZZ_MAX_EXAMPLES=200, OODA_FUZZ_SECONDS=600 per service)
+	deploy/local/ooda-local infra-up
+	OODA_FUZZ_MAX_EXAMPLES=$${OODA_FUZZ_MAX_EXAMPLES:-200} OODA_FUZZ_SECONDS=$${OODA_FUZZ_SECONDS:-600} \
+	.venv/bin/python -m pytest -p no:cacheprovider -s tests/integration/test_fuzz.py
 
 contracts: venv  ## regenerate the event catalogue (AsyncAPI + JSON Schemas) in docs/events
 	.venv/bin/ooda-contracts asyncapi > docs/events/asyncapi.yaml

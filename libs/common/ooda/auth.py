@@ -184,6 +184,30 @@ def _revocations_at(path: Path | None) -> Revocations | None:
     return _revocations.setdefault(path, Revocations(path))
 
 
+def _verify(request: Request, token: str) -> Actor:
+    """The actor of `token` as the service that received `request` verifies it."""
+    settings = request.app.state.settings
+    return verify_token(
+        settings.token_secret(),
+        token,
+        settings.service_name,
+        max_ttl_seconds=settings.auth_max_ttl_seconds,
+        leeway_seconds=settings.auth_leeway_seconds,
+        revocations=_revocations_at(settings.auth_revocations),
+    )
+
+
+def admin_caller(request: Request) -> bool:
+    """Whether the request carries a valid token with the `admin` scope (no error otherwise)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    try:
+        return ADMIN in _verify(request, token.strip()).scopes
+    except (ValueError, RuntimeError):
+        return False
+
+
 async def current_actor(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -195,16 +219,8 @@ async def current_actor(
             detail="missing bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    settings = request.app.state.settings
     try:
-        return verify_token(
-            settings.token_secret(),
-            credentials.credentials,
-            settings.service_name,
-            max_ttl_seconds=settings.auth_max_ttl_seconds,
-            leeway_seconds=settings.auth_leeway_seconds,
-            revocations=_revocations_at(settings.auth_revocations),
-        )
+        return _verify(request, credentials.credentials)
     except ValueError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

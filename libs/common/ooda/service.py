@@ -5,29 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request
 from fastapi import Path as PathParam
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ooda import problems
+from ooda.auth import admin_caller
 from ooda.consumer import BatchHandler, EventConsumer, Handler
 from ooda.db import Messaging, create_engine, database_answers, session_factory
 from ooda.events.contracts import APP_ID_PATTERN
@@ -35,6 +35,7 @@ from ooda.limits import BodyLimit, RouteLimit
 from ooda.logging import setup_logging
 from ooda.migrations import current_revision, head_revision, wait_and_upgrade
 from ooda.outbox import Outbox, OutboxRelay, new_producer
+from ooda.problems import refused_value, refused_value_answer
 from ooda.settings import ServiceSettings, load_settings
 from ooda.telemetry import setup_tracing, trace_queries
 
@@ -123,26 +124,13 @@ def _consumer_job(rt: Runtime, consumer: EventConsumer) -> Callable[[], Awaitabl
     return job
 
 
-def _spellable(error: dict[str, Any]) -> dict[str, Any]:
-    """A validation error as JSON can carry it: an input of NaN or Infinity is left out."""
-    try:
-        json.dumps(error, allow_nan=False)
-    except ValueError:
-        return {k: v for k, v in error.items() if k not in ("input", "ctx")}
-    return error
-
-
-async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """422 naming each problem's path (as FastAPI does), even for a body with NaN in it (whose
-    echo FastAPI's own handler cannot render, answering 500)."""
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    detail = [_spellable(error) for error in jsonable_encoder(errors)]
-    return JSONResponse(status_code=422, content={"detail": detail})
-
-
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
     """A request that failed because the database is down (restarting, failing over) gets a 503 to
-    retry, not a 500; any other database error is a bug, answered without details."""
+    retry, not a 500; a value the database refuses (past its column's type or length, a NUL in
+    text) is a 422 that names it; any other database error is a bug, answered without details."""
+    if (refused := refused_value(exc)) is not None:
+        log.warning("%s %s: value refused: %s", request.method, request.url.path, refused)
+        return refused_value_answer(refused)
     if not await database_answers(request.app.state.runtime.sessions):
         log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
         return JSONResponse(
@@ -152,6 +140,13 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
         )
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+class ReadyOut(BaseModel):
+    """Whether the service can serve: each dependency `ok`, `unreachable` or `not migrated`."""
+
+    ready: bool
+    checks: dict[str, str]
 
 
 class Closable(Protocol):
@@ -263,33 +258,60 @@ def create_service_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": name}
 
-    @app.get("/readyz", tags=["operations"], summary="Database migrated and Kafka reachable")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Database migrated and Kafka reachable",
+        description="Why a dependency is not ready is shown to callers with an admin token only.",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "A dependency is not ready"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         rt: Runtime = request.app.state.runtime
         checks: dict[str, str] = {}
+        reasons: dict[str, str] = {}
         try:
             revision = await asyncio.wait_for(current_revision(rt.engine), 3)
             head = request.app.state.migrations_head
-            checks["database"] = (
-                "ok" if revision == head else f"at revision {revision}, expected {head}"
-            )
+            if revision == head:
+                checks["database"] = "ok"
+            else:
+                checks["database"] = "not migrated"
+                reasons["database"] = f"at revision {revision}, expected {head}"
         except Exception as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+            checks["database"] = "unreachable"
+            reasons["database"] = f"{type(exc).__name__}: {exc}"
         try:
             if not rt.kafka_started.is_set():
                 raise ConnectionError("producer not connected yet")
             await asyncio.wait_for(rt.producer.client.fetch_all_metadata(), 3)
             checks["kafka"] = "ok"
         except Exception as exc:
-            checks["kafka"] = f"unreachable: {type(exc).__name__}: {exc}"
+            checks["kafka"] = "unreachable"
+            reasons["kafka"] = f"{type(exc).__name__}: {exc}"
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        if reasons:
+            log.warning("not ready: %s", reasons)
+        # Connection errors name hosts, ports and users: only an administrator sees them.
+        shown = {
+            name: f"{state}: {reasons[name]}" if name in reasons else state
+            for name, state in checks.items()
+        }
+        body = {"ready": ok, "checks": shown if admin_caller(request) else checks}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_exception_handler(RequestValidationError, validation_error)
+    problems.install(app)
+    problems.document_errors(app, unguarded=("/healthz", "/metrics"))
     app.add_exception_handler(DBAPIError, database_error)
     # A route may use the driver's connection directly (the CMDB's get by id): its errors too.
     app.add_exception_handler(asyncpg.PostgresError, database_error)

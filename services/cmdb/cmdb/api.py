@@ -43,6 +43,7 @@ from cmdb.schemas import (
     WriteResult,
 )
 from ooda.auth import Actor, AuthenticatedActor
+from ooda.problems import errors
 from ooda.service import AppIdPath, Runtime
 
 ACTOR_MAX_LENGTH = 300
@@ -70,7 +71,14 @@ def _writer(actor: AuthenticatedActor) -> Actor:
 
 Writer = Annotated[Actor, Depends(_writer)]
 
-router = APIRouter(prefix="/v1", lifespan=read_pool, dependencies=[Depends(_no_nul)])
+# Any read may meet a malformed selector, filter or cursor (400) or name an unknown item (404);
+# any write a concurrent one (409).
+router = APIRouter(
+    prefix="/v1",
+    lifespan=read_pool,
+    dependencies=[Depends(_no_nul)],
+    responses=errors(400, 404, 409),
+)
 
 RESERVED = frozenset({"selector", "sort", "limit", "cursor"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
@@ -189,6 +197,7 @@ def _collection_routes(collection: str, kind: str) -> None:
         tags=tag,
         summary=f"Create or update a {kind} (201 created, 200 updated or unchanged)",
         response_model=WriteResult,
+        responses={201: {"model": WriteResult, "description": "Created"}},
     )
     router.add_api_route(
         path + "/{item_id}",
@@ -223,6 +232,7 @@ async def get_spec(request: Request, app: AppIdPath) -> dict[str, Any]:
     tags=["apps"],
     summary="Declare the application's spec: a new revision and one change-requested",
     response_model=SpecOut,
+    responses={201: {"model": SpecOut, "description": "A new revision"}},
 )
 async def put_spec(
     request: Request,
@@ -349,8 +359,11 @@ async def get_search(
     summary="Import items from JSON lines or CSV (all-or-nothing unless atomic=false)",
     response_model=ImportResult,
     responses={
-        403: {"description": "rows the token may not change, and no other error; nothing changed"},
-        422: {"description": "bad rows; nothing was changed"},
+        403: {
+            "model": ImportResult,
+            "description": "rows the token may not change, and no other error; nothing changed",
+        },
+        422: {"model": ImportResult, "description": "bad rows; nothing was changed"},
     },
 )
 async def post_import(

@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
 
+from ooda.problems import refused_value, refused_value_answer
+
 
 class CmdbError(Exception):
     """A use case refused a request; `status` and `body` say how the API answers."""
@@ -62,8 +64,8 @@ class Invalid(CmdbError):
 
 
 def problem(loc: list[str | int] | tuple[str | int, ...], msg: str) -> dict[str, Any]:
-    """One bad field: where (`loc`) and what is wrong (`msg`)."""
-    return {"loc": list(loc), "msg": msg}
+    """One bad field: where (`loc`), what is wrong (`msg`) and its kind (`type`)."""
+    return {"loc": list(loc), "msg": msg, "type": "value_error"}
 
 
 def install(app: FastAPI) -> None:
@@ -81,10 +83,7 @@ def install(app: FastAPI) -> None:
         )
 
     async def handle_data(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"a value does not fit its field: {getattr(exc, 'orig', exc)}"},
-            status_code=400,
-        )
+        return refused_value_answer(refused_value(exc) or exc)
 
     app.add_exception_handler(CmdbError, handle)
     app.add_exception_handler(IntegrityError, handle_integrity)

@@ -2,9 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
 from decision.views import DecisionOut, LoadPoint, one_decision, recent_decisions, recent_load
+from ooda.bounds import NO_NUL
 from ooda.service import AppIdPath as AppId
 from ooda.service import Runtime
 
@@ -47,7 +48,9 @@ async def get_decisions(
     tags=["decisions"],
     summary="One decision by id",
 )
-async def get_decision(decision_id: str, request: Request) -> DecisionOut:
+async def get_decision(
+    decision_id: Annotated[str, Path(max_length=200, pattern=NO_NUL)], request: Request
+) -> DecisionOut:
     rt: Runtime = request.app.state.runtime
     async with rt.sessions() as session:
         found = await one_decision(session, decision_id)

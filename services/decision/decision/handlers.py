@@ -95,10 +95,11 @@ async def refresh_hints(engine: Engine, specs: SpecSource) -> None:
             if now - model.hints_checked
             >= (HINTS_REFRESH_S if model.hints_known else HINTS_RETRY_S)
         ]
-        try:
-            await asyncio.gather(*(refresh(model) for model in due))
-        except Exception:  # a spec it cannot read must not end the refreshing of the others
-            log.exception("refreshing spec hints failed; trying again")
+        # A spec it cannot read fails that model alone (it is asked again at the next tick).
+        outcomes = await asyncio.gather(*(refresh(model) for model in due), return_exceptions=True)
+        for model, outcome in zip(due, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("refreshing %s's spec hints failed: %r", model.app, outcome)
         await asyncio.sleep(HINTS_TICK_S)
 
 

@@ -34,6 +34,7 @@ from elastic.store import (
 )
 from elastic.views import budget_view, capacity_view, outcome_views, policy_view, quota_views
 from ooda.auth import Actor, AuthenticatedActor
+from ooda.bounds import Positive32
 from ooda.events.contracts import APP_ID_PATTERN
 from ooda.service import AppIdPath as AppId
 from ooda.service import Runtime
@@ -255,8 +256,8 @@ async def get_team_quotas(team: Name, rt: Rt) -> list[QuotaOut]:
 )
 async def get_capacity(
     cmdb: Cmdb,
-    cpu_millis: Annotated[int, Query(gt=0)] = 500,
-    memory_mib: Annotated[int, Query(gt=0)] = 512,
+    cpu_millis: Annotated[Positive32, Query()] = 500,
+    memory_mib: Annotated[Positive32, Query()] = 512,
 ) -> CapacityOut:
     request = InstanceRequest(cpu_millis=cpu_millis, memory_mib=memory_mib)
     return capacity_view(await cmdb.hosts(), request)

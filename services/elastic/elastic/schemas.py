@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field
 
 from elastic.domain import InstanceRequest, MigrationPlan, Period, Scope, SpreadRule, TeamBudget
+from ooda.bounds import Count32, Count64, Duration, Finite, NoNul, Positive32
 
 Name = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
@@ -25,14 +26,14 @@ class PolicyIn(_In):
     """
 
     team: Name | None = None
-    min_replicas: Annotated[int, Field(ge=0)]
-    max_replicas: PositiveInt
+    min_replicas: Count32
+    max_replicas: Positive32
     target_utilisation: Annotated[float, Field(gt=0, le=1)] = 0.6
-    scale_up_cooldown: timedelta = timedelta(minutes=1)
-    scale_down_cooldown: timedelta = timedelta(minutes=5)
-    max_step_up: PositiveInt = 4
-    max_step_down: PositiveInt = 2
-    max_actions_per_hour: PositiveInt = 12
+    scale_up_cooldown: Duration = timedelta(minutes=1)
+    scale_down_cooldown: Duration = timedelta(minutes=5)
+    max_step_up: Positive32 = 4
+    max_step_down: Positive32 = 2
+    max_actions_per_hour: Positive32 = 12
     request: InstanceRequest = InstanceRequest(cpu_millis=500, memory_mib=512)
     spread: SpreadRule = SpreadRule()
 
@@ -53,8 +54,8 @@ class BudgetIn(_In):
 
     period: Period = "month"
     unit: Literal["replica_hours", "cost"] = "replica_hours"
-    limit: Annotated[float, Field(ge=0)]
-    cost_per_replica_hour: Annotated[float, Field(gt=0)] = 1.0
+    limit: Annotated[Finite, Field(ge=0)]
+    cost_per_replica_hour: Annotated[Finite, Field(gt=0)] = 1.0
 
 
 class BudgetOut(BaseModel):
@@ -74,8 +75,8 @@ class BudgetOut(BaseModel):
 class QuotaIn(_In):
     """The CPU and memory a team may claim in one zone or pool."""
 
-    cpu_millis: Annotated[int, Field(ge=0)]
-    memory_mib: Annotated[int, Field(ge=0)]
+    cpu_millis: Count64
+    memory_mib: Count64
 
 
 class QuotaOut(BaseModel):
@@ -135,7 +136,7 @@ class MigrationIn(_In):
     source: Scope
     target: Scope | None = None
     max_batch_size: Annotated[int, Field(ge=1, le=1000)] = 1
-    reason: Annotated[str, Field(max_length=500)] = "batch migration"
+    reason: Annotated[str, NoNul, Field(max_length=500)] = "batch migration"
 
 
 class MigrationOut(BaseModel):

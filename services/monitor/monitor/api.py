@@ -57,13 +57,19 @@ from monitor.views import (
     rules_of,
 )
 from ooda.auth import Actor, requires
+from ooda.bounds import NO_NUL, Moment, PositiveSeconds
 from ooda.events.contracts import APP_ID_PATTERN
+from ooda.problems import errors, inline_schema
 from ooda.service import AppIdPath as AppId
 from ooda.service import Runtime
 
 router = APIRouter(prefix="/v1")
 _APP_ID = re.compile(APP_ID_PATTERN)
 _MAX_POINTS = 11_000
+
+AppQuery = Annotated[
+    str | None, Query(pattern=APP_ID_PATTERN, max_length=128, description="only this application")
+]
 
 
 def _runtime(request: Request) -> Runtime:
@@ -82,6 +88,7 @@ async def _for_owner(request: Request, actor: Actor, app: str, capability: str) 
     status_code=status.HTTP_201_CREATED,
     tags=["observations"],
     summary="Record one window of an application's aggregates and publish metric-observed",
+    responses={200: {"model": ObservationOut, "description": "This window was already recorded"}},
 )
 async def post_observation(
     app: AppId,
@@ -107,7 +114,7 @@ async def post_observation(
     tags=["targets"],
     summary="Every discovered target and the state of its last scrape",
 )
-async def get_targets(request: Request, app: str | None = None) -> list[TargetOut]:
+async def get_targets(request: Request, app: AppQuery = None) -> list[TargetOut]:
     async with _runtime(request).sessions() as session:
         found = await list_targets(session)
     return [t for t in found if app is None or t.app == app]
@@ -118,6 +125,7 @@ async def get_targets(request: Request, app: str | None = None) -> list[TargetOu
     response_model=AnnouncedOut,
     tags=["targets"],
     summary="Announce instances to scrape before the CMDB lists them (a rollout's new batch)",
+    responses=errors(409),
 )
 async def post_announced_targets(
     app: AppId,
@@ -229,9 +237,11 @@ async def get_metric_range(
     app: AppId,
     request: Request,
     metric: Metric,
-    start: datetime,
-    end: datetime | None = None,
-    step: Annotated[float | None, Query(gt=0, description="seconds; default the interval")] = None,
+    start: Annotated[Moment, Query()],
+    end: Annotated[Moment | None, Query()] = None,
+    step: Annotated[
+        PositiveSeconds | None, Query(description="seconds; default the interval")
+    ] = None,
 ) -> RangeOut:
     monitor: Monitor = request.app.state.monitor
     now = datetime.now(UTC)
@@ -242,7 +252,7 @@ async def get_metric_range(
     if end <= start:
         raise HTTPException(422, "end must be after start")
     step_delta = timedelta(seconds=step) if step else monitor.step
-    if step_delta % monitor.step:
+    if step_delta < monitor.step or step_delta % monitor.step:
         raise HTTPException(422, f"step must be a multiple of the interval ({monitor.step_s:g}s)")
     if (end - start) / step_delta > _MAX_POINTS:
         raise HTTPException(422, f"more than {_MAX_POINTS} points: use a larger step")
@@ -263,11 +273,12 @@ _PUSH_EXAMPLE = {
     status_code=status.HTTP_201_CREATED,
     tags=["push"],
     summary="Push samples (Prometheus text with ?app=&instance=, or JSON) for an instance",
+    responses=errors(413, 415),
     openapi_extra={
         "requestBody": {
             "content": {
                 "application/json": {
-                    "schema": PushIn.model_json_schema(),
+                    "schema": inline_schema(PushIn),
                     "example": _PUSH_EXAMPLE,
                 },
                 "text/plain": {"schema": {"type": "string"}},
@@ -278,8 +289,10 @@ _PUSH_EXAMPLE = {
 async def push(
     request: Request,
     actor: Annotated[Actor, Depends(requires("metrics:push"))],
-    app: str | None = None,
-    instance: str | None = None,
+    app: AppQuery = None,
+    instance: Annotated[
+        str | None, Query(max_length=200, pattern=NO_NUL, description="with a text body")
+    ] = None,
 ) -> PushOut:
     settings: Settings = request.app.state.settings
     body = await request.body()
@@ -394,7 +407,7 @@ async def get_audit(
 async def get_alerts(
     request: Request,
     state: Literal["firing", "resolved"] | None = None,
-    app: str | None = None,
+    app: AppQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AlertOut]:
     async with _runtime(request).sessions() as session:

@@ -31,6 +31,8 @@ from monitor.domain import (
     align,
     merge_targets,
     plan_retention,
+    refuse_unknown_hosts,
+    target_host,
 )
 from monitor.handlers import (
     downsample_tier,
@@ -161,7 +163,7 @@ class Monitor:
             listed = [t.instance_id for t in found]
         async with rt.sessions() as session, session.begin():
             announced = await live_announced(session, self.clock(), listed)
-            merged = merge_targets(found, list(announced))
+            merged = merge_targets(found, await self._vetted(found, list(announced)))
             changes = await sync_targets(session, merged)
         if changes.added or changes.removed:
             log.info("targets: +%s -%s", changes.added, changes.removed)
@@ -175,6 +177,17 @@ class Monitor:
         self.expiry = {t.instance_id: at for t, at in announced.items()}
         self.targets = merged
         self.discovered.set()
+
+    async def _vetted(self, found: list[Target], announced: list[Target]) -> list[Target]:
+        """The announced targets, those on hosts the CMDB does not know marked refused."""
+        known_hosts = getattr(self.source, "known_hosts", None)
+        if known_hosts is None or not announced:  # the CMDB's hosts are read only when needed
+            return announced
+        known = await known_hosts()
+        if known is None:
+            return announced
+        hosts = {host for t in found if (host := target_host(t.url))}
+        return refuse_unknown_hosts(announced, known | hosts)
 
     async def _scrape_rounds(self, rt: Runtime) -> None:
         try:
@@ -227,13 +240,20 @@ class Monitor:
         # An application whose scraped instances have no earlier snapshot yet (first round, or
         # right after a restart) has no rates: it is primed now and published from the next
         # window, rather than announcing a window without data.
-        made = [
-            aggregate_app(
-                app, previous[app], snaps, window_start, window_end, now, self.cpu_request
-            )
-            for app, snaps in sorted(current.items())
-            if not snaps or previous[app]
-        ]
+        made = []
+        for app, snaps in sorted(current.items()):
+            if snaps and not previous[app]:
+                continue
+            try:
+                made.append(
+                    aggregate_app(
+                        app, previous[app], snaps, window_start, window_end, now, self.cpu_request
+                    )
+                )
+            except Exception:
+                # One application's odd samples never cost the others their window.
+                log.exception("aggregating %s's window ending %s failed", app, window_end)
+                metrics.AGGREGATION_FAILURES.labels(app).inc()
         async with rt.sessions() as session, session.begin():
             for rollup in made:
                 if await publish_rollup(session, rt.outbox, rollup, self.step_s):

@@ -24,6 +24,11 @@ TARGETS_UP = Gauge("ooda_monitor_targets_up", "Targets whose last scrape succeed
 SCRAPE_FAILURES = Counter(
     "ooda_monitor_scrape_failures_total", "Scrapes that failed (down or malformed)", ["app"]
 )
+AGGREGATION_FAILURES = Counter(
+    "ooda_monitor_aggregation_failures_total",
+    "Windows of an application that could not be aggregated (logged; the others published)",
+    ["app"],
+)
 DROPPED_SERIES = Counter(
     "ooda_monitor_dropped_series_total", "Series dropped by the per-target series cap", ["app"]
 )

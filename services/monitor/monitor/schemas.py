@@ -7,16 +7,29 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.domain import Metric, Op
+from ooda.bounds import (
+    FLOAT_MAX,
+    INT32_MAX,
+    Count32,
+    Finite,
+    HostPort,
+    Moment,
+    NoNul,
+    PositiveSeconds,
+    Seconds,
+)
 from ooda.events.contracts import APP_ID_PATTERN, MetricValues
 
 Severity = Literal["info", "warning", "critical"]
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _RULE_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"
 INSTANCE_ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:-]*$"
-_ENDPOINT = r"^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?):([0-9]{1,5})$"
 _METRICS_PATH = r"^/[a-zA-Z0-9._~!$&'()*+,;=:@%/-]*$"
 _PRINTABLE = r"^[^\s\x00-\x1f\x7f]+$"
 MAX_ANNOUNCED_LABELS = 32
+MAX_SAMPLE_LABELS = 64
+MAX_RULES = 200
+LabelValue = Annotated[str, NoNul, Field(max_length=256)]
 
 
 class ObservationIn(BaseModel):
@@ -24,10 +37,10 @@ class ObservationIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    window_start: datetime
-    window_end: datetime
+    window_start: Moment
+    window_end: Moment
     values: MetricValues
-    instance_count: int = Field(ge=0)
+    instance_count: Count32
 
     @model_validator(mode="after")
     def window_is_ordered(self) -> "ObservationIn":
@@ -36,6 +49,16 @@ class ObservationIn(BaseModel):
         if self.window_end <= self.window_start:
             raise ValueError("window_end must be after window_start")
         return self
+
+    @field_validator("values")
+    @classmethod
+    def values_are_bounded(cls, values: MetricValues) -> MetricValues:
+        for name, value in values.model_dump().items():
+            if isinstance(value, float) and not -FLOAT_MAX <= value <= FLOAT_MAX:
+                raise ValueError(f"{name}: {value} is not a finite number up to {FLOAT_MAX:g}")
+            if isinstance(value, int) and value > INT32_MAX:
+                raise ValueError(f"{name}: {value} is more than {INT32_MAX}")
+        return values
 
 
 class ObservationOut(BaseModel):
@@ -93,8 +116,8 @@ class SampleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", max_length=200)
-    labels: dict[str, str] = Field(default_factory=dict)
-    value: float = Field(allow_inf_nan=False)
+    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_SAMPLE_LABELS)
+    value: Finite
 
     @model_validator(mode="after")
     def labels_are_named_well(self) -> "SampleIn":
@@ -110,7 +133,7 @@ class PushIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     app: str = Field(pattern=APP_ID_PATTERN, max_length=128)
-    instance: str = Field(min_length=1, max_length=200)
+    instance: Annotated[str, NoNul, Field(min_length=1, max_length=200)]
     samples: list[SampleIn] = Field(min_length=1)
 
 
@@ -132,10 +155,10 @@ class ThresholdRuleIn(BaseModel):
     name: str = Field(pattern=_RULE_NAME, max_length=200)
     metric: Metric
     op: Op
-    threshold: float
-    for_seconds: float = Field(0.0, ge=0)
-    clear_threshold: float | None = None
-    clear_seconds: float = Field(0.0, ge=0)
+    threshold: Finite
+    for_seconds: Seconds = 0.0
+    clear_threshold: Finite | None = None
+    clear_seconds: Seconds = 0.0
     severity: Severity = "warning"
 
 
@@ -147,13 +170,13 @@ class BurnRateRuleIn(BaseModel):
     kind: Literal["burn_rate"] = "burn_rate"
     name: str = Field(pattern=_RULE_NAME, max_length=200)
     objective: float = Field(gt=0, lt=1)
-    short_window_seconds: float = Field(gt=0)
-    long_window_seconds: float = Field(gt=0)
-    burn_rate: float = Field(gt=0)
-    clear_burn_rate: float | None = Field(None, gt=0)
-    for_seconds: float = Field(0.0, ge=0)
-    clear_seconds: float = Field(0.0, ge=0)
-    latency_threshold_ms: float | None = Field(None, gt=0)
+    short_window_seconds: PositiveSeconds
+    long_window_seconds: PositiveSeconds
+    burn_rate: Annotated[Finite, Field(gt=0)]
+    clear_burn_rate: Annotated[Finite, Field(gt=0)] | None = None
+    for_seconds: Seconds = 0.0
+    clear_seconds: Seconds = 0.0
+    latency_threshold_ms: Annotated[Finite, Field(gt=0)] | None = None
     severity: Severity = "critical"
 
 
@@ -164,7 +187,9 @@ class SloRulesIn(BaseModel):
 
     kind: Literal["slo"] = "slo"
     objective: float = Field(gt=0, lt=1, description="e.g. 0.999 from spec.slo.availability")
-    latency_threshold_ms: float | None = Field(None, gt=0, description="spec.slo.latency_p99_ms")
+    latency_threshold_ms: Annotated[Finite, Field(gt=0)] | None = Field(
+        None, description="spec.slo.latency_p99_ms"
+    )
 
 
 RuleIn = Annotated[ThresholdRuleIn | BurnRateRuleIn | SloRulesIn, Field(discriminator="kind")]
@@ -175,7 +200,7 @@ class RulesIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rules: list[RuleIn]
+    rules: list[RuleIn] = Field(max_length=MAX_RULES)
 
 
 class RuleOut(BaseModel):
@@ -213,30 +238,18 @@ class AnnouncedTargetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     instance_id: str = Field(pattern=INSTANCE_ID_PATTERN, max_length=200)
-    endpoint: str = Field(pattern=_ENDPOINT, max_length=300, description="host:port")
+    endpoint: HostPort
     version: str = Field(pattern=_PRINTABLE, max_length=128)
     zone: str = Field(pattern=_PRINTABLE, max_length=128)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_ANNOUNCED_LABELS)
+    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_ANNOUNCED_LABELS)
     metrics_path: str = Field("/metrics", pattern=_METRICS_PATH, max_length=200)
-
-    @field_validator("endpoint")
-    @classmethod
-    def port_is_valid(cls, endpoint: str) -> str:
-        port = int(endpoint.rsplit(":", 1)[1])
-        if not 1 <= port <= 65535:
-            raise ValueError(f"port {port} is not between 1 and 65535")
-        return endpoint
 
     @field_validator("labels")
     @classmethod
     def labels_are_named_well(cls, labels: dict[str, str]) -> dict[str, str]:
-        for name, value in labels.items():
+        for name in labels:
             if not _LABEL.match(name) or name.startswith("__"):
                 raise ValueError(f"label name {name!r} is not a valid, non-reserved label name")
-            if len(value) > 256:
-                raise ValueError(f"label {name!r}: value longer than 256 characters")
-            if "\x00" in value:
-                raise ValueError(f"label {name!r}: value with a NUL character")
         return labels
 
 

@@ -1,6 +1,7 @@
 """Fetching every target's exposition concurrently, each bounded in time and size."""
 
 import asyncio
+import logging
 import time
 import zlib
 from collections.abc import Sequence
@@ -10,6 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from monitor.domain import ScrapeResult, Target, record_scrape, scrape_failed
+
+log = logging.getLogger(__name__)
 
 ACCEPT = "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
 
@@ -44,6 +47,8 @@ class Scraper:
 
     async def scrape(self, target: Target) -> ScrapeResult:
         """Fetch and parse one target; never raises."""
+        if target.refused is not None:
+            return scrape_failed(target, datetime.now(UTC), 0.0, target.refused)
         async with self.gate:
             started_at = datetime.now(UTC)
             began = time.perf_counter()
@@ -62,16 +67,26 @@ class Scraper:
             except (httpx.HTTPError, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 return scrape_failed(target, started_at, time.perf_counter() - began, error)
+            except Exception as exc:
+                # Whatever else one target provokes (a URL that does not parse, a client bug)
+                # fails that target alone; the round goes on with the others.
+                log.warning("scraping %s failed", target.instance_id, exc_info=True)
+                error = f"scrape failed: {type(exc).__name__}: {exc}"
+                return scrape_failed(target, started_at, time.perf_counter() - began, error)
             fetched = time.perf_counter() - began
         # Parsing happens outside the gate so a parse never holds a fetch slot.
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return scrape_failed(target, started_at, fetched, f"body is not UTF-8: {exc}")
+            return scrape_failed(target, started_at, fetched, f"body is not UTF-8 (at {exc.start})")
         # The samples were taken somewhere between sending and receiving: the midpoint is the
         # best estimate, and keeps rates exact when one fetch waits longer than the previous.
         sampled_at = started_at + timedelta(seconds=fetched / 2)
-        return record_scrape(target, sampled_at, fetched, text, self.series_limit)
+        try:
+            return record_scrape(target, sampled_at, fetched, text, self.series_limit)
+        except Exception as exc:
+            log.warning("parsing the scrape of %s failed", target.instance_id, exc_info=True)
+            return scrape_failed(target, started_at, fetched, f"parse failed: {type(exc).__name__}")
 
     def _client_for(self, url: str) -> httpx.AsyncClient:
         origin = urlsplit(url).netloc

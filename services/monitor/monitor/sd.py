@@ -1,5 +1,6 @@
 """Where scrape targets come from: the CMDB's Prometheus HTTP SD endpoint, behind a Protocol."""
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -8,6 +9,10 @@ import httpx
 from monitor.domain import Target
 
 SD_PATH = "/v1/sd/prometheus"
+log = logging.getLogger(__name__)
+
+HOSTS_PATH = "/v1/hosts"
+_MAX_HOST_PAGES = 1000
 
 
 class ServiceDiscoveryError(Exception):
@@ -15,7 +20,10 @@ class ServiceDiscoveryError(Exception):
 
 
 class TargetSource(Protocol):
-    """Anything that lists the instances to scrape right now."""
+    """Anything that lists the instances to scrape right now.
+
+    A source may also have `async known_hosts() -> set[str] | None`, the addresses of the hosts
+    it knows: announced targets on any other host are then listed but never fetched."""
 
     async def targets(self) -> list[Target]:
         """Every target currently registered (ready instances only)."""
@@ -62,8 +70,10 @@ class HttpServiceDiscovery:
 
     def __init__(self, base_url: str, client: httpx.AsyncClient, timeout_s: float = 5.0) -> None:
         self.url = base_url.rstrip("/") + SD_PATH
+        self.hosts_url = base_url.rstrip("/") + HOSTS_PATH
         self.client = client
         self.timeout_s = timeout_s
+        self.hosts: set[str] = set()
 
     async def targets(self) -> list[Target]:
         """Every ready instance the CMDB lists."""
@@ -74,3 +84,30 @@ class HttpServiceDiscovery:
         except (httpx.HTTPError, ValueError) as exc:
             raise ServiceDiscoveryError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
         return targets_from_sd(document)
+
+    async def known_hosts(self) -> set[str] | None:
+        """The address of every host in the CMDB (`GET /v1/hosts`, every page); the last set
+        read when the CMDB does not answer (empty until it first does)."""
+        found: set[str] = set()
+        cursor: str | None = None
+        try:
+            for _ in range(_MAX_HOST_PAGES):
+                params = {"limit": "1000"} | ({"cursor": cursor} if cursor else {})
+                response = await self.client.get(
+                    self.hosts_url, params=params, timeout=self.timeout_s
+                )
+                response.raise_for_status()
+                page = response.json()
+                found.update(
+                    str(item["address"]).lower()
+                    for item in page.get("items", [])
+                    if isinstance(item, dict) and item.get("address")
+                )
+                cursor = page.get("next")
+                if not cursor:
+                    break
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+            log.warning("reading the CMDB's hosts failed, keeping the last set: %s", exc)
+            return self.hosts
+        self.hosts = found
+        return found

@@ -7,12 +7,15 @@ from datetime import timedelta
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ooda.auth import ADMIN, Actor, current_actor
+from ooda.bounds import NO_NUL
+from ooda.events.contracts import APP_ID_PATTERN
+from ooda.problems import errors
 from ooda.service import AppIdPath as AppId
 from ooda.service import Runtime
 from pipeline.artifact_handlers import (
@@ -52,6 +55,7 @@ from pipeline.handlers import (
 )
 from pipeline.metrics import ARTIFACT_UPLOADS_REFUSED
 from pipeline.schemas import (
+    SHA256_PATTERN,
     ActionIn,
     ArtifactOut,
     AuditOut,
@@ -71,6 +75,7 @@ from pipeline.views import artifact_out, change_out, list_audit, list_changes, l
 router = APIRouter(prefix="/v1")
 
 ActorDep = Annotated[Actor, Depends(current_actor)]
+ChangeId = Annotated[str, Path(max_length=200, pattern=NO_NUL)]
 
 
 def _rt(request: Request) -> Runtime:
@@ -107,6 +112,10 @@ async def authorize(parts: Components, actor: Actor, app: str) -> None:
     status_code=status.HTTP_201_CREATED,
     tags=["changes"],
     summary="Ask for a change; repeating an idempotency key returns the existing change (200)",
+    responses={
+        200: {"model": ChangeOut, "description": "The change this idempotency key asked for"},
+        **errors(404, 409),
+    },
 )
 async def post_change(
     body: ChangeIn, request: Request, response: Response, actor: ActorDep
@@ -185,7 +194,7 @@ async def _check_version(
 
 
 @router.get("/changes/{change_id}", response_model=ChangeOut, tags=["changes"], summary="A change")
-async def get_change(change_id: str, request: Request) -> ChangeOut:
+async def get_change(change_id: ChangeId, request: Request) -> ChangeOut:
     async with _rt(request).sessions() as session:
         row = await change_row(session, change_id)
     if row is None:
@@ -198,8 +207,8 @@ async def get_change(change_id: str, request: Request) -> ChangeOut:
 )
 async def get_changes(
     request: Request,
-    app: Annotated[str | None, Query(max_length=128)] = None,
-    state: Annotated[str | None, Query(max_length=16)] = None,
+    app: Annotated[str | None, Query(pattern=APP_ID_PATTERN, max_length=128)] = None,
+    state: Annotated[str | None, Query(pattern=NO_NUL, max_length=16)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ChangeList:
     async with _rt(request).sessions() as session:
@@ -211,9 +220,10 @@ async def get_changes(
     response_model=ChangeOut,
     tags=["changes"],
     summary="Pause, resume, abort or roll back a change",
+    responses=errors(409),
 )
 async def change_action(
-    change_id: str,
+    change_id: ChangeId,
     action: Action,
     request: Request,
     actor: ActorDep,
@@ -380,13 +390,17 @@ def uploading_team(actor: Actor, team: str | None) -> str:
     tags=["artifacts"],
     summary="Upload an artifact for a team (the raw bytes as the body); its sha256 is checked if "
     "claimed; at most PIPELINE_ARTIFACT_MAX_BYTES (413), within the team's quota (409)",
+    responses={
+        200: {"model": ArtifactOut, "description": "Already uploaded"},
+        **errors(409, 413),
+    },
 )
 async def post_artifact(
     request: Request,
     response: Response,
     actor: ActorDep,
-    name: Annotated[str, Query(min_length=1, max_length=200)] = "artifact.pyz",
-    sha256: Annotated[str | None, Query()] = None,
+    name: Annotated[str, Query(min_length=1, max_length=200, pattern=NO_NUL)] = "artifact.pyz",
+    sha256: Annotated[str | None, Query(pattern=SHA256_PATTERN)] = None,
     team: Annotated[
         str | None,
         Query(
@@ -474,7 +488,9 @@ async def post_artifacts_gc(request: Request, actor: ActorDep) -> CollectedOut:
 @router.get(
     "/artifacts/{sha256}", response_model=ArtifactOut, tags=["artifacts"], summary="An artifact"
 )
-async def get_artifact(sha256: str, request: Request) -> ArtifactOut:
+async def get_artifact(
+    sha256: Annotated[str, Path(pattern=SHA256_PATTERN)], request: Request
+) -> ArtifactOut:
     try:
         sha = normalise_digest(sha256)
     except ArtifactError as error:

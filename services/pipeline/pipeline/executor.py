@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ooda import telemetry
 from ooda.outbox import Outbox
+from pipeline import metrics
 from pipeline.artifacts import ArtifactError, ArtifactStore
 from pipeline.cmdb import AppSpec, Cmdb, UnknownApplication
 from pipeline.domain import (
@@ -244,7 +245,7 @@ class Executor:
                 )
             ]
         ids = [row["id"] for row in watched]
-        alive = await asyncio.to_thread(lambda: {i: self.driver.alive(i) for i in ids})
+        alive = await asyncio.to_thread(lambda: {i: self._alive(i) for i in ids})
         # The ports of the live ones are tried side by side, as many at once as readiness probes.
         live = [row for row in watched if alive[row["id"]]]
         answers = await asyncio.gather(*(self._port_answers(row) for row in live))
@@ -262,7 +263,24 @@ class Executor:
             # Once one of them is down for the grace period, all the application's instances
             # that are down go together, so that a zone losing all of them is seen as such.
             if any(now - self._down_since[row["id"]] >= self.liveness_grace_s for row in gone):
-                await self._heal(app, gone)
+                try:
+                    await self._heal(app, gone)
+                except Exception:
+                    # One application that cannot be healed now never keeps the others waiting;
+                    # the next watch tries it again.
+                    log.exception("healing %s failed; retrying at the next watch", app)
+                    metrics.HEAL_FAILURES.labels(app).inc()
+
+    def _alive(self, instance_id: str) -> bool:
+        """Whether the instance's process runs; when that cannot be told, it counts as alive
+        (its port is still probed), so one unreadable record neither stops the watch nor
+        replaces a healthy instance."""
+        try:
+            return self.driver.alive(instance_id)
+        except Exception:
+            log.exception("cannot tell whether %s is alive", instance_id)
+            metrics.PROBE_FAILURES.inc()
+            return True
 
     async def _port_answers(self, row: dict[str, Any]) -> bool:
         """False when a ready instance's port refuses connections (busy or slow is not dead)."""
@@ -276,6 +294,10 @@ class Executor:
         except ConnectionRefusedError:
             return False
         except (OSError, TimeoutError):
+            return True
+        except Exception:
+            log.exception("probing %s's port failed", row["id"])
+            metrics.PROBE_FAILURES.inc()
             return True
         writer.close()
         with contextlib.suppress(OSError):

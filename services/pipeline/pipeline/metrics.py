@@ -40,3 +40,12 @@ ARTIFACT_GC_RUNS = Counter(
     "Artifact collector rounds, by outcome (done, skipped: the CMDB could not be asked).",
     ["outcome"],
 )
+HEAL_FAILURES = Counter(
+    "pipeline_heal_failures_total",
+    "Healing changes that could not be requested (logged; retried at the next watch).",
+    ["app"],
+)
+PROBE_FAILURES = Counter(
+    "pipeline_probe_failures_total",
+    "Liveness probes that failed in themselves (logged; the instance counted as alive).",
+)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ooda.bounds import Count32, LongText, NoNul
 from ooda.events.contracts import APP_ID_PATTERN
 from pipeline.domain import BatchSpec, Canary, CanaryResume
+
+SHA256_PATTERN = r"^\s*([sS][hH][aA]256:)?[0-9a-fA-F]{64}\s*$"
+MAX_REPLICAS = 10_000
 
 
 class TargetIn(BaseModel):
@@ -16,12 +20,14 @@ class TargetIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: str | None = Field(None, max_length=128)
-    artifact: str | None = Field(None, description="sha256 digest of an uploaded artifact")
-    replicas: int | None = Field(None, ge=0, le=10_000)
-    to_zone: str | None = None
-    to_pool: str | None = None
-    revision: int | None = Field(None, ge=0)
+    version: Annotated[str, NoNul, Field(max_length=128)] | None = None
+    artifact: str | None = Field(
+        None, pattern=SHA256_PATTERN, description="sha256 digest of an uploaded artifact"
+    )
+    replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
+    to_zone: Annotated[str, NoNul, Field(max_length=128)] | None = None
+    to_pool: Annotated[str, NoNul, Field(max_length=128)] | None = None
+    revision: Count32 | None = None
 
 
 class CanaryIn(BaseModel):
@@ -29,7 +35,7 @@ class CanaryIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    instances: int = Field(1, ge=1)
+    instances: int = Field(1, ge=1, le=MAX_REPLICAS)
     resume: CanaryResume = CanaryResume.MANUAL
     delay_seconds: float = Field(0, ge=0, le=86_400)
 
@@ -39,10 +45,10 @@ class BatchIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    size: int | None = Field(None, ge=1)
+    size: int | None = Field(None, ge=1, le=MAX_REPLICAS)
     percent: int | None = Field(None, ge=1, le=100)
     canary: CanaryIn | None = None
-    max_unavailable: int = Field(0, ge=0)
+    max_unavailable: int = Field(0, ge=0, le=MAX_REPLICAS)
 
     def to_domain(self) -> BatchSpec:
         """The domain batch spec (raises ValueError when it is invalid)."""
@@ -68,10 +74,10 @@ class ChangeIn(BaseModel):
 
     app: str = Field(pattern=APP_ID_PATTERN, max_length=128)
     kind: Literal["deploy", "scale", "migrate", "restart", "rollback"]
-    idempotency_key: str = Field(min_length=1, max_length=200)
+    idempotency_key: Annotated[str, NoNul, Field(min_length=1, max_length=200)]
     target: TargetIn = TargetIn()
     batch: BatchIn | None = None
-    reason: str = Field("", max_length=2000)
+    reason: LongText = ""
     emergency: bool = False
 
 
@@ -80,7 +86,7 @@ class ActionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field("", max_length=2000)
+    reason: LongText = ""
 
 
 class ChangeOut(BaseModel):
@@ -118,7 +124,7 @@ class FreezeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[LongText, Field(min_length=1)]
     until: datetime | None = None
 
 
@@ -137,7 +143,7 @@ class WindowsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    windows: list[str] = Field(max_length=50)
+    windows: list[Annotated[str, NoNul, Field(max_length=200)]] = Field(max_length=50)
 
 
 class WindowsOut(BaseModel):

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from cmdb.domain.labels import Labels, name_problem
+from ooda.bounds import HostPort
 
 ItemKind = Literal[
     "region", "zone", "pool", "host", "application", "application_spec", "instance", "relation"
@@ -195,7 +196,7 @@ class Instance(_Item):
     version: Version
     host_id: Identifier
     zone_id: Identifier
-    endpoint: Annotated[str, StringConstraints(pattern=r"^[^\s:]+:\d{1,5}$", max_length=260)]
+    endpoint: HostPort
     status: InstanceStatus = "starting"
     started_at: AwareDatetime
 

@@ -209,3 +209,32 @@ def test_hosts_accept_the_ssh_attributes_by_default() -> None:
 def test_attribute_names_in_a_schema_follow_the_label_name_rules() -> None:
     with pytest.raises(ValidationError, match="attribute 'bad name'"):
         AttributeSchema(attributes={"bad name": AttributeSpec(type="string")})
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "169.254.169.254/latest/meta-data#:80",
+        "h/admin?x=1:80",
+        "user@h:80",
+        "h#x:80",
+        "[babc]:80",
+        "h:0",
+        "h:99999",
+    ],
+)
+def test_an_instance_endpoint_that_is_not_strictly_host_port_is_refused(endpoint: str) -> None:
+    data = {
+        "kind": "instance",
+        "id": "web-1",
+        "app_id": "web",
+        "version": "1",
+        "host_id": "h1",
+        "zone_id": "zone-a",
+        "endpoint": endpoint,
+        "started_at": "2026-01-01T00:00:00Z",
+    }
+    with pytest.raises(ValidationError) as caught:
+        parse_item(data)
+    assert [e["loc"] for e in caught.value.errors()] == [("instance", "endpoint")]
+    assert parse_item(data | {"endpoint": "[::1]:8080"}).endpoint == "[::1]:8080"

@@ -3,7 +3,9 @@
 from collections.abc import Collection, Iterable, Mapping
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field
+
+from ooda.bounds import Positive32
 
 CapacityRule = Literal["capacity", "spread"]
 
@@ -15,8 +17,8 @@ class _Frozen(BaseModel):
 class InstanceRequest(_Frozen):
     """CPU and memory one instance of an application reserves on its host."""
 
-    cpu_millis: PositiveInt
-    memory_mib: PositiveInt
+    cpu_millis: Positive32
+    memory_mib: Positive32
 
 
 class HostCapacity(_Frozen):
@@ -80,8 +82,8 @@ def zone_slots(
 class SpreadRule(_Frozen):
     """How evenly an application's instances must spread over zones."""
 
-    max_skew: PositiveInt | None = 1
-    min_zones: PositiveInt = 1
+    max_skew: Positive32 | None = 1
+    min_zones: Positive32 = 1
 
 
 class Placement(_Frozen):

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from elastic.domain.capacity import HostCapacity, InstanceRequest
+from ooda.bounds import NoNul
 
 
 class _Frozen(BaseModel):
@@ -16,7 +17,7 @@ class Scope(_Frozen):
     """A zone or a pool."""
 
     kind: Literal["zone", "pool"]
-    name: str
+    name: Annotated[str, NoNul, Field(min_length=1, max_length=128)]
 
     def contains(self, zone: str, pool: str) -> bool:
         """Whether a host in this zone and pool lies inside the scope."""

@@ -604,7 +604,7 @@ async def test_a_budget_for_a_team_the_cmdb_does_not_know_is_refused(elastic: El
         headers=elastic.svc.auth("ops", "infra"),
     )
     assert response.status_code == 422
-    assert f"unknown team {team!r}" in response.json()["detail"]
+    assert f"unknown team {team!r}" in response.json()["detail"][0]["msg"]
 
 
 async def test_a_policy_is_authorised_against_the_owner_the_cmdb_names(
@@ -631,7 +631,7 @@ async def test_a_policy_is_authorised_against_the_owner_the_cmdb_names(
         f"/v1/apps/{app}/policy", json={**policy, "team": "other"}, headers=headers
     )
     assert moved.status_code == 422
-    assert f"owned by team {owner!r}" in moved.json()["detail"]
+    assert f"owned by team {owner!r}" in moved.json()["detail"][0]["msg"]
 
     ghost = unique("ghost")
     unknown = await client.put(
@@ -665,3 +665,37 @@ async def test_budgets_are_set_by_infra_or_admin_not_by_the_team_itself(elastic:
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["updated_by"] == who
+
+
+async def test_numbers_past_their_columns_and_text_with_nul_are_refused_with_the_field(
+    elastic: Elastic,
+) -> None:
+    client, team = elastic.svc.client, unique("team")
+    infra_headers = elastic.svc.auth("ops", "infra")
+    past_bigint = await client.put(
+        f"/v1/quotas/{team}/zone/zone-a",
+        json={"cpu_millis": 2**63, "memory_mib": 1},
+        headers=infra_headers,
+    )
+    assert past_bigint.status_code == 422, past_bigint.text
+    assert [p["loc"] for p in past_bigint.json()["detail"]] == [["body", "cpu_millis"]]
+    assert all("type" in p for p in past_bigint.json()["detail"])
+    nul = await client.post(
+        "/v1/migrations",
+        json={"source": {"kind": "zone", "name": "zone\u0000a"}},
+        headers=infra_headers,
+    )
+    assert nul.status_code == 422, nul.text
+    huge_cooldown = await client.put(
+        f"/v1/apps/{unique('app')}/policy",
+        json={
+            "team": team,
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "scale_up_cooldown": 10**12,
+        },
+        headers=elastic.svc.auth("alice", f"team:{team}"),
+    )
+    assert huge_cooldown.status_code == 422, huge_cooldown.text
+    capacity = await client.get("/v1/capacity", params={"cpu_millis": 2**40})
+    assert capacity.status_code == 422, capacity.text

@@ -41,7 +41,9 @@ from monitor.domain.scrape import (
     merge_targets,
     parse_exposition,
     record_scrape,
+    refuse_unknown_hosts,
     scrape_failed,
+    target_host,
 )
 
 __all__ = [
@@ -80,6 +82,8 @@ __all__ = [
     "parse_exposition",
     "plan_retention",
     "record_scrape",
+    "refuse_unknown_hosts",
     "scrape_failed",
     "slo_burn_rules",
+    "target_host",
 ]

@@ -2,8 +2,9 @@
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,6 +16,9 @@ _SHOWN_LINE_CHARS = 200
 # The prometheus-client parser reports bad input as ValueError, but a few malformed lines
 # surface as other built-in errors from its string handling.
 _PARSER_ERRORS = (ValueError, IndexError, KeyError, TypeError)
+
+
+_MAX_ERROR_CHARS = 500
 
 
 class ExpositionError(ValueError):
@@ -183,6 +187,30 @@ class Target:
     url: str
     source: str = "sd"
     labels: tuple[tuple[str, str], ...] = ()
+    refused: str | None = None
+    """Why this target is listed but not fetched (its host is not one the CMDB knows)."""
+
+
+def target_host(url: str) -> str | None:
+    """The host a target's URL points at (lower case), or None when the URL does not parse."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return host.lower() if host else None
+
+
+def refuse_unknown_hosts(targets: Sequence[Target], known: set[str]) -> list[Target]:
+    """`targets`, those pointing at a host outside `known` marked refused (never fetched): the
+    monitor fetches only from machines the CMDB knows, whoever announced the instance."""
+    refused = []
+    for target in targets:
+        host = target_host(target.url)
+        if host is None or host not in known:
+            reason = f"not scraped: host {host!r} is not a host the CMDB knows"
+            target = replace(target, refused=reason)
+        refused.append(target)
+    return refused
 
 
 def merge_targets(discovered: Sequence[Target], announced: Sequence[Target]) -> list[Target]:
@@ -233,11 +261,14 @@ def record_scrape(
     body: str,
     series_limit: int = DEFAULT_SERIES_LIMIT,
 ) -> ScrapeResult:
-    """Parse a fetched body into an up result, or a down result carrying the parse error."""
+    """Parse a fetched body into an up result, or a down result naming the line it could not
+    parse (never its text: a target's answer is not echoed to anyone who reads the targets)."""
     try:
         exposition = parse_exposition(body, series_limit)
     except ExpositionError as exc:
-        return scrape_failed(target, started_at, duration_s, str(exc))
+        where = f" at line {exc.line_number}" if exc.line_number is not None else ""
+        error = f"malformed exposition{where}: not the Prometheus text format"
+        return scrape_failed(target, started_at, duration_s, error)
     snapshot = Snapshot(target.instance_id, started_at, exposition.samples)
     return ScrapeResult(
         target=target,
@@ -260,7 +291,7 @@ def scrape_failed(
         started_at=started_at,
         duration_s=duration_s,
         up=False,
-        last_error=error,
+        last_error=error.replace("\x00", "")[:_MAX_ERROR_CHARS],
         series=0,
         dropped=0,
         snapshot=None,

@@ -58,6 +58,7 @@ class FakeInstance:
     delay_s: float = 0.0
     extra_series: int = 0
     served: int = 0
+    scrapes: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     bucket_counts: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
     latency_sum: float = 0.0
@@ -127,12 +128,16 @@ class Fleet:
                         return
                     item = {"id": app, "owner_team": fleet.owners[app]}
                     body, kind = json.dumps(item).encode(), "application/json"
+                elif self.path.startswith("/v1/hosts?"):
+                    hosts = {"items": [{"id": "local", "address": "127.0.0.1"}], "next": None}
+                    body, kind = json.dumps(hosts).encode(), "application/json"
                 else:
                     name = self.path.strip("/").removesuffix("/metrics")
                     instance = fleet.instances.get(name)
                     if instance is None:
                         self.send_error(404)
                         return
+                    instance.scrapes += 1
                     time.sleep(instance.delay_s)
                     body, kind = instance.exposition().encode(), "text/plain; version=0.0.4"
                 self.send_response(200)

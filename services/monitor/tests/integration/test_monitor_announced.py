@@ -283,7 +283,7 @@ BAD_ANNOUNCEMENTS: list[tuple[Any, list[Any]]] = [
                 }
             ]
         },
-        ["body", "targets", 0, "labels"],
+        ["body", "targets", 0, "labels", "team"],
     ),
     ({"targets": []}, ["body", "targets"]),
     ({"targets": "i-1"}, ["body", "targets"]),
@@ -305,6 +305,28 @@ BAD_ANNOUNCEMENTS: list[tuple[Any, list[Any]]] = [
         },
         ["body", "targets", 1, "endpoint"],
     ),
+]
+
+
+# Endpoints are strictly host:port: nothing that could steer the scrape to another URL.
+BAD_ANNOUNCEMENTS += [
+    (
+        {"targets": [{"instance_id": "i-1", "endpoint": endpoint, "version": "v", "zone": "z"}]},
+        ["body", "targets", 0, "endpoint"],
+    )
+    for endpoint in (
+        "[babc]:80",
+        "[aD:4]:80",
+        "h/admin:80",
+        "h?x=1:80",
+        "h#frag:80",
+        "user@h:80",
+        "h:80/path",
+        "h:0",
+        "h:65536",
+        "-h:80",
+        "a..b:80",
+    )
 ]
 
 
@@ -344,3 +366,29 @@ async def test_bad_announcements_are_refused_with_the_field_path(env, run_monito
         admin = env.auth("root", "admin")
         assert (await client.post(path, json=ok, headers=admin)).status_code == 200
         assert [t["instance_id"] for t in (await client.get(path)).json()["targets"]] == ["i-1"]
+
+
+async def test_an_announced_target_on_a_host_the_cmdb_does_not_know_is_listed_refused_and_never_fetched(
+    env, fleet, run_monitor, wait_for
+) -> None:
+    app = unique("ssrf")
+    fleet.spawn(app, "known-a", rate=20.0)
+    fleet.spawn(app, "elsewhere-b", rate=20.0, listed=False)
+    deployer = env.auth("service:pipeline", "deploy")
+    path = f"/v1/apps/{app}/announced-targets"
+    async with run_monitor(env.settings(cmdb_url=fleet.url)) as running:
+        client = running.client
+        # `localhost` reaches the same server, but it is not the address of any CMDB host.
+        target = announced(fleet, "elsewhere-b") | {"endpoint": f"localhost:{fleet.port}"}
+        answer = await client.post(path, json={"targets": [target]}, headers=deployer)
+        assert answer.status_code == 200, answer.text
+
+        async def settled() -> dict[str, dict[str, Any]] | None:
+            found = await targets_of(client, app)
+            refused = found.get("elsewhere-b", {}).get("last_error")
+            return found if refused and found.get("known-a", {}).get("up") else None
+
+        found = await wait_for(settled, timeout=15)
+        assert found["elsewhere-b"]["up"] is False
+        assert "not a host the CMDB knows" in found["elsewhere-b"]["last_error"]
+        assert fleet.instances["elsewhere-b"].scrapes == 0

@@ -63,11 +63,11 @@ async def test_pushed_samples_are_validated_stored_whole_and_aggregated(
             params={"app": app, "instance": "job-1"},
             headers=pusher | {"Content-Type": "text/plain"},
         )
-        assert answer.status_code == 422 and "line 4" in answer.json()["detail"]
+        assert answer.status_code == 422 and "line 4" in answer.json()["detail"][0]["msg"]
         no_app = await client.post(
             "/v1/push", content=counters(1), headers=pusher | {"Content-Type": "text/plain"}
         )
-        assert no_app.status_code == 422 and "app" in no_app.json()["detail"]
+        assert no_app.status_code == 422 and "app" in no_app.json()["detail"][0]["msg"]
         xml = await client.post(
             "/v1/push", content="<x/>", headers=pusher | {"Content-Type": "application/xml"}
         )

@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from monitor.domain import AppRollup, Histogram, Metric, Target, ThresholdRule, merge_targets
+from monitor.domain import (
+    AppRollup,
+    Histogram,
+    Metric,
+    Target,
+    ThresholdRule,
+    merge_targets,
+    refuse_unknown_hosts,
+)
 from monitor.metrics import LatestAggregates
 from monitor.rules import expand, rule_from_spec
 from monitor.schemas import RulesIn
@@ -177,3 +185,66 @@ def test_announced_targets_add_to_discovered_ones_and_the_cmdb_entry_wins() -> N
     ]
     assert merged[0].url == "http://10.0.0.1:9101/metrics"
     assert merge_targets([], []) == []
+
+
+async def test_a_target_whose_url_does_not_parse_fails_alone_and_the_round_goes_on() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="a 1\n")
+
+    broken, fine = await scraper_for(handler).scrape_all(
+        [
+            Target("app", "broken", "http://[babc]:80/metrics"),
+            Target("app", "fine", "http://fine/metrics"),
+        ]
+    )
+    assert not broken.up and broken.last_error is not None
+    assert broken.last_error.startswith("scrape failed: ValueError")
+    assert fine.up and fine.series == 1
+
+
+async def test_a_refused_target_is_recorded_down_without_a_request() -> None:
+    fetched: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        fetched.append(str(request.url))
+        return httpx.Response(200, text="a 1\n")
+
+    [target] = refuse_unknown_hosts([Target("app", "x", "http://10.0.0.1:80/metrics")], {"h"})
+    (result,) = await scraper_for(handler).scrape_all([target])
+    assert not result.up and "not a host the CMDB knows" in (result.last_error or "")
+    assert fetched == []
+
+
+async def test_an_answer_that_is_not_an_exposition_is_not_echoed_in_the_error() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="secret-token-123 from the metadata service\n")
+
+    (result,) = await scraper_for(handler).scrape_all([Target("app", "x", "http://h/metrics")])
+    assert not result.up and "line 1" in (result.last_error or "")
+    assert "secret" not in (result.last_error or "")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"window_start": "9999-12-31T23:58:00Z", "window_end": "9999-12-31T23:59:00Z"},
+        {"values": {"request_rate": 1e309}},
+        {"values": {"ready_instances": 2**31}},
+    ],
+)
+def test_an_observation_that_would_overflow_downstream_arithmetic_is_refused(
+    change: dict[str, object],
+) -> None:
+    from pydantic import ValidationError
+
+    from monitor.schemas import ObservationIn
+
+    fine = {
+        "window_start": "2026-01-01T00:00:00Z",
+        "window_end": "2026-01-01T00:01:00Z",
+        "values": {"request_rate": 1.0},
+        "instance_count": 1,
+    }
+    ObservationIn.model_validate(fine)
+    with pytest.raises(ValidationError):
+        ObservationIn.model_validate(fine | change)

@@ -149,7 +149,7 @@ async def test_a_duplicate_change_request_creates_one_change_and_bad_input_is_re
             json={**body, "kind": "deploy", "target": {"version": "v9"}},
         )
         assert unknown_version.status_code == 422
-        assert "unknown version" in unknown_version.json()["detail"]
+        assert "unknown version" in unknown_version.json()["detail"][0]["msg"]
         bad_batch = await svc.client.post(
             "/v1/changes",
             headers=team,

@@ -43,3 +43,25 @@ def test_the_same_dead_instances_give_the_same_request_id_whatever_their_order()
     assert one.request_id == two.request_id != other.request_id
     # every zone lost everything: placing anywhere beats placing nowhere
     assert one.target.placement.anywhere and one.target.version == "v1"
+
+
+class _FlakyDriver:
+    """A driver whose record of one instance cannot be read."""
+
+    def alive(self, instance_id: str) -> bool:
+        if instance_id == "unreadable":
+            raise OSError("record unreadable")
+        return instance_id == "running"
+
+
+def test_an_instance_whose_liveness_cannot_be_told_counts_as_alive_and_the_others_are_told() -> (
+    None
+):
+    from pipeline import metrics
+    from pipeline.executor import Executor
+
+    executor = Executor(None, None, None, _FlakyDriver(), None)  # type: ignore[arg-type]
+    before = metrics.PROBE_FAILURES._value.get()
+    told = {i: executor._alive(i) for i in ("running", "unreadable", "gone")}
+    assert told == {"running": True, "unreadable": True, "gone": False}
+    assert metrics.PROBE_FAILURES._value.get() == before + 1
