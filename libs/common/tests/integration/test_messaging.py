@@ -417,7 +417,7 @@ async def test_a_record_the_broker_refuses_is_parked_and_the_relay_goes_on(
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     small = prefix + "small-records"
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**infra.kafka().options())
     await admin.start()
     try:
         await admin.create_topics(

@@ -553,7 +553,7 @@ async def dead_letters(svc: RunningService, app: str, timeout: float = 30.0) -> 
     """The `deploy-done` dead letters about `app`, each as (event, the error header)."""
     consumer = AIOKafkaConsumer(
         svc.prefix + "deploy-done.dlq",
-        bootstrap_servers=svc.settings.kafka_bootstrap,
+        **svc.settings.kafka().options(),
         auto_offset_reset="earliest",
         group_id=unique("reader"),
         enable_auto_commit=False,
