@@ -23,6 +23,7 @@ from ooda.testing import (
     create_topics,
     delete_topics,
     free_port,
+    kafka_env,
     unique,
 )
 from pipeline.driver import InstanceSpec
@@ -388,14 +389,15 @@ async def test_a_pipeline_killed_mid_rollout_over_ssh_adopts_its_instances_and_f
             "PIPELINE_DRIVER": "ssh",
             "PIPELINE_SSH_KEY_PATH": str(ssh_fleet.client_key),
             "PIPELINE_SSH_KNOWN_HOSTS": str(ssh_fleet.known_hosts),
-            "OODA_KAFKA_BOOTSTRAP": kit.infra.kafka_bootstrap,
+            **kafka_env(kit.infra.kafka("pipeline")),
             "OODA_AUTH_SECRET": kit.infra.auth_secret,
             "OODA_TOPIC_PREFIX": prefix,
         },
         port,
         tmp_path / "pipeline.log",
     )
-    headers = {"Authorization": f"Bearer {issue_token(kit.infra.auth_secret, 'ci', ['release'])}"}
+    token = issue_token(kit.infra.auth_secret, "ci", ["release"], audience="pipeline")
+    headers = {"Authorization": f"Bearer {token}"}
 
     def running_on_hosts() -> set[str]:
         return {i for host in ssh_fleet.hosts for i in host.running() if i.startswith("chg-")}
@@ -404,7 +406,9 @@ async def test_a_pipeline_killed_mid_rollout_over_ssh_adopts_its_instances_and_f
         service.start()
         await service.wait_ready()
         async with httpx.AsyncClient(base_url=service.url, trust_env=False) as client:
-            slow = await kit.upload(client, headers, kit.artifacts.slow, "shop-slow.pyz")
+            slow = await kit.upload(
+                client, headers, kit.artifacts.slow, "shop-slow.pyz", "shop-team"
+            )
             change_id = await kit.request_deploy(client, headers, app, "v1", slow, {"size": 1}, 6)
             await kit.wait_for_change(
                 client,
