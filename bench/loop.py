@@ -15,7 +15,8 @@ the same step to a load two instances cannot serve. Per application it records:
 A trial that does not get there within `--timeout` counts as missing (reported, not averaged).
 
 A fresh pair per trial, because both policies hold a scale-in for minutes of wall time
-(`predictive` 900 s, `hpa` 300 s): "back to low and settle" would not fit the run.
+(`predictive` the provisioning delay plus a step, at least 300 s; `hpa` 300 s): "back to low
+and settle" would not fit the run.
 
 Both apps share the monitor interval (one monitor) and get the same elastic policy. The live
 `hpa` policy runs the Kubernetes controller as it is configured by default, whatever the monitor

@@ -334,8 +334,9 @@ async def demo(args: argparse.Namespace) -> int:
         capacity_rps=args.capacity,
         target_utilisation=target_util,
         policy=args.policy,
-        # The spec's scale-in window (predictive: 900 s), compressed like the load, so a fall in
-        # the trace is met by a scale-in as on a real day; real time with --platform-cooldowns.
+        # The spec's scale-in window (15 min, as the demo declares it), compressed like the load,
+        # so a fall in the trace is met by a scale-in as on a real day; real time with
+        # --platform-cooldowns.
         scale_in_window_s=(
             None if args.platform_cooldowns else max(2 * args.window_seconds, 900.0 / ratio)
         ),

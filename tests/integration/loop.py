@@ -43,8 +43,9 @@ SCALE_DOWN_COOLDOWN_S = 4
 def loop_plan(app: str) -> scenario.AppPlan:
     # `seasonal-naive` without a day of history sizes for the last window's load, so it scales
     # in as soon as the load falls; the `predictive` and `hpa` policies hold a scale-in for their
-    # stabilisation window (900 s / 300 s unless the spec's `scale_in_window_s` says otherwise),
-    # and after a collapse like this test's step down `predictive` keeps capacity for 12 windows.
+    # stabilisation window (predictive: the provisioning delay plus a step, at least 300 s; hpa:
+    # 300 s; unless the spec's `scale_in_window_s` says otherwise), and after a collapse like this
+    # test's step down `predictive`'s outage guard keeps capacity for a while.
     return scenario.AppPlan(
         app=app,
         min_replicas=2,
