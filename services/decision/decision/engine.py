@@ -72,15 +72,18 @@ class AppModel:
         load = values.request_rate if values.request_rate is not None else math.nan
         ready = values.ready_instances if values.ready_instances is not None else obs.instance_count
         latency = values.latency_p99_ms
-        if (
+        shedding = (
             values.error_rate is not None
             and values.error_rate > OVERLOAD_ERROR_RATE
             and self.targets.latency_p99_ms is not None
-        ):
+        )
+        if shedding and self.targets.latency_p99_ms is not None:
             # Instances shedding load (5xx) are past their capacity whatever their latency says:
             # teach the capacity model a breach at this load per instance.
             latency = max(latency or 0.0, 2 * self.targets.latency_p99_ms)
-        estimate = self.capacity.observe(load, ready, values.cpu_utilisation, latency, self.targets)
+        estimate = self.capacity.observe(
+            load, ready, values.cpu_utilisation, latency, self.targets, shedding=shedding
+        )
         desired = self.desired if self.desired is not None else max(ready, 1)
         policy_load = load
         # Load per instance at 100% of the binding limit (CPU or latency), as the policies and

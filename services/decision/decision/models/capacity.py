@@ -8,7 +8,10 @@ p99 latency) and starts from a prior so it gives a usable answer before any data
   is the load per instance at which the regression reaches the CPU target;
 - latency: the lowest load per instance at which p99 latency broke its target, remembered with
   decay, caps the capacity (with a small safety factor), because latency usually breaks before CPU
-  says so when the bottleneck is elsewhere (locks, I/O, a downstream dependency).
+  says so when the bottleneck is elsewhere (locks, I/O, a downstream dependency). A breach counts
+  only while instances carry at least `latency_min_share` of their CPU-limited capacity, or shed
+  load: below that they are idle, and a slow p99 says more about the host (a pause, a neighbour,
+  a warm-up) than about load; learnt from, it once cut an idle application's capacity twentyfold.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class CapacityEstimator:
         forgetting: float = 0.995,
         latency_safety: float = 0.95,
         latency_memory: float = 0.999,
+        latency_min_share: float = 0.5,
     ) -> None:
         if prior_at_saturation <= 0:
             raise ValueError("prior capacity per instance must be positive")
@@ -58,6 +62,7 @@ class CapacityEstimator:
         self.forgetting = forgetting
         self.latency_safety = latency_safety
         self.latency_memory = latency_memory
+        self.latency_min_share = latency_min_share
         # Weighted sums of the regression cpu = idle + slope * x (x: load per instance).
         self._sw = self._sx = self._sy = self._sxx = self._sxy = 0.0
         self._count = 0
@@ -71,8 +76,13 @@ class CapacityEstimator:
         cpu_util: float | None,
         latency_p99: float | None,
         targets: Targets,
+        *,
+        shedding: bool = False,
     ) -> CapacityEstimate:
-        """Learn from one window of telemetry and return the updated per-instance capacity."""
+        """Learn from one window of telemetry and return the updated per-instance capacity.
+
+        `shedding`: the instances refused load (5xx), so a breach counts however idle they look.
+        """
         self._targets = targets
         if instances <= 0 or not math.isfinite(load) or load < 0:
             return self.estimate()  # no instance or no load reading: nothing to learn from
@@ -92,7 +102,8 @@ class CapacityEstimator:
         ):
             # Relax the remembered breach point slowly, so one bad minute long ago stops binding.
             self._breach_load /= self.latency_memory
-            if latency_p99 > targets.latency_p99_ms and x > 0:
+            busy = shedding or x >= self.latency_min_share * self._cpu_limit()[0]
+            if latency_p99 > targets.latency_p99_ms and x > 0 and busy:
                 self._breach_load = min(self._breach_load, x)
         return self.estimate()
 
@@ -119,16 +130,18 @@ class CapacityEstimator:
         idle = (sy - slope * sx) / sw
         return idle, slope
 
-    def estimate(self) -> CapacityEstimate:
-        """Per-instance capacity now: the lower of the CPU and latency limits (prior if no data)."""
+    def _cpu_limit(self) -> tuple[float, float, str, float, float]:
+        """Load per instance at the CPU target and at 100% CPU, their source, slope and idle."""
         idle, slope = self._fit()
         target = self._targets.cpu_utilisation
         if self._count == 0 or slope <= 0 or target <= idle:
-            saturation, source = self.prior_at_saturation, "prior"
-            cpu_cap = target * saturation
-        else:
-            cpu_cap, source = (target - idle) / slope, "cpu"
-            saturation = (1.0 - idle) / slope
+            saturation = self.prior_at_saturation
+            return target * saturation, saturation, "prior", slope, idle
+        return (target - idle) / slope, (1.0 - idle) / slope, "cpu", slope, idle
+
+    def estimate(self) -> CapacityEstimate:
+        """Per-instance capacity now: the lower of the CPU and latency limits (prior if no data)."""
+        cpu_cap, saturation, source, slope, idle = self._cpu_limit()
         latency_cap = self.latency_safety * self._breach_load
         if latency_cap < cpu_cap:
             return CapacityEstimate(latency_cap, saturation, self._count, "latency", slope, idle)

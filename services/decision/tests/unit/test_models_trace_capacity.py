@@ -74,6 +74,18 @@ def test_a_latency_breach_caps_capacity_below_what_cpu_suggests() -> None:
     assert latest.per_instance == pytest.approx(0.95 * 80.0)
 
 
+def test_a_latency_breach_while_instances_idle_teaches_nothing() -> None:
+    est = CapacityEstimator(10.0)
+    targets = Targets(cpu_utilisation=0.6, latency_p99_ms=200.0)
+    for _ in range(20):  # ~6 req/s per instance at the CPU target
+        est.observe(20.0, 4, 0.3, 50.0, targets)
+    before = est.estimate().per_instance
+    # 8 req/s over 5 instances, a fraction of what they serve: a slow host, not load.
+    latest = est.observe(8.0, 5, 0.1, 900.0, targets)
+    assert latest.limited_by != "latency"
+    assert latest.per_instance == pytest.approx(before, rel=0.1)
+
+
 def test_observations_without_instances_or_load_teach_nothing() -> None:
     est = CapacityEstimator(10.0)
     assert est.observe(math.nan, 3, 0.5, None, Targets()).observations == 0
