@@ -1,5 +1,5 @@
 # OODA: every routine command is one target calling a real tool.
-.PHONY: help venv up restart down status demo first-event test unit lint typecheck bench fuzz contracts dashboards evaluate clean
+.PHONY: help venv up restart down status demo first-event test unit lint typecheck bench soak fuzz contracts dashboards evaluate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ bench: venv  ## benchmarks, each beside a baseline measured in the same run
 	.venv/bin/python bench/pipeline.py
 	.venv/bin/python bench/cmdb.py
 	.venv/bin/python bench/loop.py
+
+soak: venv  ## the closed loop under steady load with fuzzing beside it (MINUTES=30): RSS, connections, lost events, 5xx
+	deploy/local/ooda-local infra-up
+	.venv/bin/python bench/soak.py --minutes $${MINUTES:-30}
 
 fuzz: venv  ## schemathesis against the five services at length (OODA_FUZZ_MAX_EXAMPLES=200, OODA_FUZZ_SECONDS=600 per service)
 	deploy/local/ooda-local infra-up
