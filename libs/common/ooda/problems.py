@@ -138,11 +138,22 @@ def _spellable(error: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
+def _text(value: Any) -> Any:
+    """`value` with every bytes in it as text (undecodable bytes replaced), so it can be echoed."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {key: _text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_text(item) for item in value]
+    return value
+
+
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """422 naming each problem's path (as FastAPI does), even for a body with NaN in it (whose
-    echo FastAPI's own handler cannot render, answering 500)."""
+    """422 naming each problem's path (as FastAPI does), even for a body with NaN in it or one
+    that is not UTF-8 (whose echo FastAPI's own handler cannot render, answering 500)."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    detail = [_spellable(error) for error in jsonable_encoder(errors)]
+    detail = [_spellable(error) for error in jsonable_encoder(_text(errors))]
     return JSONResponse(status_code=422, content={"detail": detail})
 
 

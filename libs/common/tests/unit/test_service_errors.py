@@ -45,6 +45,21 @@ async def test_a_nan_in_a_body_is_a_422_with_its_path_not_a_500() -> None:
     assert fine.status_code == 422 and fine.json()["detail"][0]["input"] == "many"
 
 
+async def test_a_body_that_is_not_utf8_is_a_422_not_a_500() -> None:
+    app = FastAPI()
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+    @app.put("/things")
+    async def things(body: Body) -> dict[str, int]:
+        return {"rate": body.rate}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="http://svc")
+    response = await client.put("/things", content=b"\xbf\x01")  # no content-type, not UTF-8
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body"]
+
+
 def _app_with_shared_errors() -> FastAPI:
     from fastapi import HTTPException
 
