@@ -117,7 +117,6 @@ class Route:
     allowed: tuple[str, ...]
     denied: dict[str, tuple[str, ...]]
     actor: Actor
-    expected_failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -575,12 +574,8 @@ def _cells() -> list[Any]:
     for route in ROUTES:
         for cell in ("no token", "other service's token", *route.denied, "right scope",
                      "actor on record"):  # fmt: skip
-            marks = []
-            if cell in route.expected_failures:
-                reason = route.expected_failures[cell]
-                marks.append(pytest.mark.xfail(strict=True, reason=reason))
             name = f"{route.service} {route.method} {route.path} | {cell}"
-            cells.append(pytest.param(route, cell, id=name, marks=marks))
+            cells.append(pytest.param(route, cell, id=name))
     return cells
 
 

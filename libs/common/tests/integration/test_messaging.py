@@ -335,12 +335,7 @@ async def test_a_record_with_an_over_long_event_id_is_dead_lettered_and_the_next
     finally:
         await stop(task, consumer)
     assert await count_effects(store, app) == 1
-    relay, producer = relay_for(store, infra)
-    await producer.start()  # type: ignore[attr-defined]
-    try:
-        assert await relay.drain() == 1
-    finally:
-        await producer.stop()  # type: ignore[attr-defined]
+    assert await _drain(store, infra) == 1
     (dead,) = await read_topic(infra, prefix + "metric-observed.dlq", 1)
     assert "ce_id is 10240 bytes" in dict(dead.headers)["ooda_dlq_error"].decode()  # type: ignore[attr-defined]
     assert dead.value == value  # type: ignore[attr-defined]
@@ -491,12 +486,7 @@ async def test_an_event_whose_source_may_not_publish_its_type_is_dead_lettered_w
     finally:
         await stop(task, consumer)
     assert await count_effects(store, app) == 1
-    relay, producer = relay_for(store, infra)
-    await producer.start()  # type: ignore[attr-defined]
-    try:
-        assert await relay.drain() == 1
-    finally:
-        await producer.stop()  # type: ignore[attr-defined]
+    assert await _drain(store, infra) == 1
     (dead,) = await read_topic(infra, prefix + "metric-observed.dlq", 1)
     error = dict(dead.headers)["ooda_dlq_error"].decode()  # type: ignore[attr-defined]
     assert "'/ooda/pipeline' may not publish" in error and "/ooda/monitor" in error
